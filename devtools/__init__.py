@@ -1,0 +1,1 @@
+"""Development-only tooling: starting Azurite, composing the local stack."""

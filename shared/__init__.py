@@ -1,0 +1,1 @@
+"""The presence service's own package: domain, application services, adapters."""

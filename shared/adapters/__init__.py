@@ -1,0 +1,1 @@
+"""Adapters: each translates between the domain and one external service."""

@@ -1,0 +1,49 @@
+"""Build Azure Storage clients from settings: a connection string, or managed
+identity with service URIs (no shared keys in production)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import (
+    BinaryBase64DecodePolicy,
+    BinaryBase64EncodePolicy,
+    QueueClient,
+    QueueServiceClient,
+)
+
+from shared.settings import StorageSettings
+
+
+def _credential(settings: StorageSettings) -> Any:
+    # Imported lazily: azure-identity is only needed without a connection string.
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(
+        managed_identity_client_id=settings.managed_identity_client_id
+    )
+
+
+def table_service(settings: StorageSettings) -> TableServiceClient:
+    if settings.connection_string:
+        return TableServiceClient.from_connection_string(settings.connection_string)
+    assert settings.table_service_uri  # checked when settings were read
+    return TableServiceClient(settings.table_service_uri, credential=_credential(settings))
+
+
+def queue_service(settings: StorageSettings) -> QueueServiceClient:
+    if settings.connection_string:
+        return QueueServiceClient.from_connection_string(settings.connection_string)
+    assert settings.queue_service_uri
+    return QueueServiceClient(settings.queue_service_uri, credential=_credential(settings))
+
+
+def queue_client(settings: StorageSettings, queue_name: str) -> QueueClient:
+    """A queue client whose messages match the Functions host's default
+    ``messageEncoding: base64`` (host.json), in both directions."""
+    return queue_service(settings).get_queue_client(
+        queue_name,
+        message_encode_policy=BinaryBase64EncodePolicy(),
+        message_decode_policy=BinaryBase64DecodePolicy(),
+    )

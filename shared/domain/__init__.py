@@ -1,0 +1,1 @@
+"""The domain: commands, events, versions and rules. Imports no Azure SDK."""

@@ -1,0 +1,1 @@
+"""Fixtures for the Event Grid sink (owned by the Event Grid work)."""

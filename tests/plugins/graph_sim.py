@@ -1,0 +1,1 @@
+"""Fixtures for the Graph simulator (owned by the Graph work)."""
