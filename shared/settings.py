@@ -89,8 +89,9 @@ class Settings:
                 f"and {STORAGE_CONNECTION}__tableServiceUri for managed identity"
             )
         graph = GraphSettings(
-            base_url=(get("GRAPH_BASE_URL") or "https://graph.microsoft.com/v1.0")
-            .rstrip("/"),
+            base_url=(
+                get("GRAPH_BASE_URL") or "https://graph.microsoft.com/v1.0"
+            ).rstrip("/"),
             authority_host=(
                 get("GRAPH_AUTHORITY_HOST") or "https://login.microsoftonline.com"
             ).rstrip("/"),

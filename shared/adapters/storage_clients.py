@@ -16,6 +16,16 @@ from azure.storage.queue import (
 from shared.settings import StorageSettings
 
 
+# A failing storage call should fail an API request within seconds (the client
+# then gets a 503 and retries), not hang it through the SDK's long default
+# back-off.
+_RETRY: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.2,
+    "connection_timeout": 5,
+}
+
+
 def _credential(settings: StorageSettings) -> Any:
     # Imported lazily: azure-identity is only needed without a connection string.
     from azure.identity import DefaultAzureCredential
@@ -27,16 +37,24 @@ def _credential(settings: StorageSettings) -> Any:
 
 def table_service(settings: StorageSettings) -> TableServiceClient:
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string)
+        return TableServiceClient.from_connection_string(
+            settings.connection_string, **_RETRY
+        )
     assert settings.table_service_uri  # checked when settings were read
-    return TableServiceClient(settings.table_service_uri, credential=_credential(settings))
+    return TableServiceClient(
+        settings.table_service_uri, credential=_credential(settings)
+    )
 
 
 def queue_service(settings: StorageSettings) -> QueueServiceClient:
     if settings.connection_string:
-        return QueueServiceClient.from_connection_string(settings.connection_string)
+        return QueueServiceClient.from_connection_string(
+            settings.connection_string, **_RETRY
+        )
     assert settings.queue_service_uri
-    return QueueServiceClient(settings.queue_service_uri, credential=_credential(settings))
+    return QueueServiceClient(
+        settings.queue_service_uri, credential=_credential(settings)
+    )
 
 
 def queue_client(settings: StorageSettings, queue_name: str) -> QueueClient:

@@ -1,0 +1,12 @@
+"""The function app: composes one blueprint per concern, nothing else."""
+
+import azure.functions as func
+
+from functions.command_worker import bp as command_worker
+from functions.health import bp as health
+from functions.subscriptions_api import bp as subscriptions_api
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (subscriptions_api, command_worker, health):
+    app.register_functions(blueprint)

@@ -1,0 +1,38 @@
+"""Queue-triggered apply step for subscription commands."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.domain.commands import CommandFormatError, SubscriptionCommand
+from shared.services import get_services
+from shared.settings import COMMAND_QUEUE, STORAGE_CONNECTION
+
+logger = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+@bp.function_name("apply_subscription_command")
+@bp.queue_trigger(
+    arg_name="message", queue_name=COMMAND_QUEUE, connection=STORAGE_CONNECTION
+)
+def apply_subscription_command(message: func.QueueMessage) -> None:
+    """Apply one command. Raising leaves the message to the host, which makes
+    it visible again after ``visibilityTimeout`` and moves it to
+    ``<queue>-poison`` after ``maxDequeueCount`` attempts."""
+    try:
+        command = SubscriptionCommand.from_message(message.get_body().decode("utf-8"))
+    except (CommandFormatError, UnicodeDecodeError) as error:
+        # Never silently dropped: failing lets the host retry it and then park
+        # it, body intact, in the poison queue for an operator.
+        logger.error(
+            "message %s (dequeue %s) is not a command: %s",
+            message.id,
+            message.dequeue_count,
+            error,
+        )
+        raise
+    get_services().applier.apply(command)

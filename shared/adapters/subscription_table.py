@@ -1,0 +1,403 @@
+"""Table Storage adapter for subscriptions, their event log and poll shards.
+
+One partition per tenant holds three kinds of rows, so that a subscription,
+its event and its shard can change together in one atomic transaction:
+
+    sub|<userId>              the read model: current state and version
+    evt|<version>|<userId>    the append-only event log (key comes from the
+                              command, so a redelivery cannot append twice)
+    shard|<number:05d>        the members of one poll shard (at most 650)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.data.tables import (
+    TableClient,
+    TableEntity,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from shared.adapters.storage_errors import (
+    MAX_TRANSACTION_ENTITIES,
+    ConcurrencyConflictError,
+    StorageError,
+)
+from shared.domain.shards import SHARD_CAPACITY, Shard
+from shared.domain.subscriptions import (
+    EventType,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionState,
+)
+
+logger = logging.getLogger(__name__)
+
+SUB_PREFIX = "sub|"
+EVENT_PREFIX = "evt|"
+SHARD_PREFIX = "shard|"
+# Azure Table Storage accepts at most 15 comparisons in one $filter.
+_MAX_FILTER_COMPARISONS = 15
+# The character after "|" sorts after every key that starts with the prefix.
+_PREFIX_END = "}"
+
+
+def sub_key(user_id: str) -> str:
+    return f"{SUB_PREFIX}{user_id}"
+
+
+def event_key(version: str, user_id: str) -> str:
+    return f"{EVENT_PREFIX}{version}|{user_id}"
+
+
+def shard_key(number: int) -> str:
+    return f"{SHARD_PREFIX}{number:05d}"
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    subscription: Subscription
+    etag: str
+
+
+@dataclass
+class ApplySnapshot:
+    """What one apply attempt read: the rows it may change, with their ETags."""
+
+    subscriptions: dict[str, StoredSubscription] = field(default_factory=dict)
+    shards: dict[int, Shard] = field(default_factory=dict)
+
+
+@dataclass
+class ApplyWrite:
+    """Everything one apply attempt writes, atomically."""
+
+    subscriptions: list[tuple[Subscription, str | None]]
+    events: list[SubscriptionEvent]
+    shards: list[Shard]
+
+    @property
+    def entity_count(self) -> int:
+        return len(self.subscriptions) + len(self.events) + len(self.shards)
+
+
+@dataclass(frozen=True)
+class SubscriptionPage:
+    items: list[Subscription]
+    continuation: dict[str, str] | None
+
+
+class SubscriptionTable:
+    def __init__(self, client: TableClient, reader_threads: int = 4) -> None:
+        self._client = client
+        self._name = client.table_name
+        self._readers = ThreadPoolExecutor(
+            max_workers=reader_threads, thread_name_prefix="subscription-read"
+        )
+
+    # ---- apply step -----------------------------------------------------
+
+    def read_for_apply(self, tenant_id: str, user_ids: list[str]) -> ApplySnapshot:
+        """The subscriptions of ``user_ids``, the tenant's shards with room,
+        and the shards the active ones among them are polled in.
+
+        The first query carries the open-shard clause, so a single command
+        costs one read.
+        """
+        snapshot = ApplySnapshot()
+        # The SDK substitutes @names only between spaces: keep them space-bound.
+        open_clause = "( RowKey ge @s0 and RowKey lt @s1 and memberCount lt @cap )"
+        open_params = {
+            "s0": SHARD_PREFIX,
+            "s1": SHARD_PREFIX[:-1] + _PREFIX_END,
+            "cap": SHARD_CAPACITY,
+        }
+        first_size = _MAX_FILTER_COMPARISONS - 1 - 3
+        later_size = _MAX_FILTER_COMPARISONS - 1
+        groups = [user_ids[:first_size]] + [
+            user_ids[i : i + later_size]
+            for i in range(first_size, len(user_ids), later_size)
+        ]
+        queries = [
+            self._key_query(tenant_id, [sub_key(u) for u in group], extra)
+            for group, extra in zip(
+                groups,
+                [(open_clause, open_params)] + [None] * (len(groups) - 1),
+                strict=True,
+            )
+            if group or extra
+        ]
+        for entity in self._run_queries(queries):
+            self._collect(entity, snapshot)
+        missing_shards = {
+            stored.subscription.shard
+            for stored in snapshot.subscriptions.values()
+            if stored.subscription.shard is not None
+        } - set(snapshot.shards)
+        self.load_shards(tenant_id, missing_shards, snapshot)
+        return snapshot
+
+    def load_shards(
+        self, tenant_id: str, numbers: Iterable[int], snapshot: ApplySnapshot
+    ) -> None:
+        keys = [shard_key(n) for n in sorted(set(numbers))]
+        size = _MAX_FILTER_COMPARISONS - 1
+        queries = [
+            self._key_query(tenant_id, keys[i : i + size], None)
+            for i in range(0, len(keys), size)
+        ]
+        for entity in self._run_queries(queries):
+            self._collect(entity, snapshot)
+
+    def next_shard_number(self, tenant_id: str) -> int:
+        """One past the highest shard number the tenant has."""
+        keys = self._guard(
+            lambda: [
+                e["RowKey"]
+                for e in self._client.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @s0 and RowKey lt @s1",
+                    parameters={
+                        "pk": tenant_id,
+                        "s0": SHARD_PREFIX,
+                        "s1": SHARD_PREFIX[:-1] + _PREFIX_END,
+                    },
+                    select=["RowKey"],
+                )
+            ]
+        )
+        return int(max(keys)[len(SHARD_PREFIX) :]) + 1 if keys else 0
+
+    def commit(self, tenant_id: str, write: ApplyWrite) -> None:
+        """Write subscriptions, events and shards in one transaction, each
+        guarded by the ETag it was read with (or inserted when it was absent).
+
+        Raises ConcurrencyConflictError, with nothing written, if any of them
+        changed since it was read.
+        """
+        operations: list[Any] = []
+        for subscription, etag in write.subscriptions:
+            entity = _subscription_entity(subscription)
+            operations.append(_guarded_write(entity, etag, UpdateMode.REPLACE))
+        for event in write.events:
+            operations.append(("create", _event_entity(event)))
+        for shard in write.shards:
+            entity = _shard_entity(tenant_id, shard)
+            # MERGE keeps the lease columns the poll fan-out owns.
+            operations.append(_guarded_write(entity, shard.etag, UpdateMode.MERGE))
+        if len(operations) > MAX_TRANSACTION_ENTITIES:
+            # Azurite answers garbage past 100 rather than a clean error.
+            raise ValueError(
+                f"transaction of {len(operations)} entities exceeds "
+                f"{MAX_TRANSACTION_ENTITIES}"
+            )
+        try:
+            self._client.submit_transaction(operations)
+        except TableTransactionError as error:
+            failed = operations[min(error.index, len(operations) - 1)][1]
+            if error.status_code in (409, 412):
+                raise ConcurrencyConflictError(
+                    self._name, tenant_id, failed["RowKey"]
+                ) from error
+            raise StorageError(
+                f"transaction on {self._name} partition {tenant_id!r} failed "
+                f"at row {failed['RowKey']!r}: {error.status_code} {error.message}"
+            ) from error
+        except AzureError as error:
+            raise StorageError(
+                f"transaction on {self._name} partition {tenant_id!r}: {error}"
+            ) from error
+
+    # ---- queries --------------------------------------------------------
+
+    def get(self, tenant_id: str, user_id: str) -> Subscription | None:
+        snapshot = ApplySnapshot()
+        for entity in self._run_queries(
+            [self._key_query(tenant_id, [sub_key(user_id)], None)]
+        ):
+            self._collect(entity, snapshot)
+        stored = snapshot.subscriptions.get(user_id)
+        return stored.subscription if stored else None
+
+    def list_page(
+        self,
+        tenant_id: str,
+        state: SubscriptionState | None,
+        limit: int,
+        continuation: dict[str, str] | None,
+    ) -> SubscriptionPage:
+        query = "PartitionKey eq @pk and RowKey ge @r0 and RowKey lt @r1"
+        params: dict[str, Any] = {
+            "pk": tenant_id,
+            "r0": SUB_PREFIX,
+            "r1": SUB_PREFIX[:-1] + _PREFIX_END,
+        }
+        if state is not None:
+            query += " and state eq @state"
+            params["state"] = state.value
+
+        def fetch() -> SubscriptionPage:
+            pages = self._client.query_entities(
+                query, parameters=params, results_per_page=limit
+            ).by_page(
+                # The Tables SDK's tokens are dicts, though typed as str.
+                continuation_token=continuation  # type: ignore[arg-type]
+            )
+            items = [_subscription_from(e) for e in next(pages, [])]
+            return SubscriptionPage(items, pages.continuation_token)  # type: ignore[attr-defined]
+
+        return self._guard(fetch)
+
+    def events(self, tenant_id: str) -> Iterator[SubscriptionEvent]:
+        """The tenant's event log in version order."""
+        entities = self._client.query_entities(
+            "PartitionKey eq @pk and RowKey ge @e0 and RowKey lt @e1",
+            parameters={
+                "pk": tenant_id,
+                "e0": EVENT_PREFIX,
+                "e1": EVENT_PREFIX[:-1] + _PREFIX_END,
+            },
+        )
+        for entity in entities:
+            yield SubscriptionEvent(
+                event_type=EventType(entity["eventType"]),
+                tenant_id=entity["PartitionKey"],
+                user_id=entity["userId"],
+                version=entity["version"],
+                command_id=entity["commandId"],
+                occurred_at=entity["occurredAt"],
+            )
+
+    def ping(self) -> None:
+        """Raises StorageError unless the table answers."""
+        self._guard(
+            lambda: next(iter(self._client.list_entities(results_per_page=1)), None)
+        )
+
+    # ---- helpers --------------------------------------------------------
+
+    def _key_query(
+        self,
+        tenant_id: str,
+        row_keys: list[str],
+        extra: tuple[str, dict[str, Any]] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"pk": tenant_id}
+        clauses = []
+        for index, key in enumerate(row_keys):
+            params[f"k{index}"] = key
+            clauses.append(f"RowKey eq @k{index}")
+        if extra is not None:
+            clauses.append(extra[0])
+            params.update(extra[1])
+        return f"PartitionKey eq @pk and ( {' or '.join(clauses)} )", params
+
+    def _run_queries(
+        self, queries: list[tuple[str, dict[str, Any]]]
+    ) -> Iterator[TableEntity]:
+        def run(query: tuple[str, dict[str, Any]]) -> list[TableEntity]:
+            return list(self._client.query_entities(query[0], parameters=query[1]))
+
+        if len(queries) == 1:
+            results = [self._guard(lambda: run(queries[0]))]
+        else:
+            results = self._guard(lambda: list(self._readers.map(run, queries)))
+        for entities in results:
+            yield from entities
+
+    def _collect(self, entity: TableEntity, snapshot: ApplySnapshot) -> None:
+        row_key: str = entity["RowKey"]
+        if row_key.startswith(SUB_PREFIX):
+            subscription = _subscription_from(entity)
+            snapshot.subscriptions[subscription.user_id] = StoredSubscription(
+                subscription, str(entity.metadata["etag"])
+            )
+        elif row_key.startswith(SHARD_PREFIX):
+            members = entity.get("members") or ""
+            number = int(row_key[len(SHARD_PREFIX) :])
+            snapshot.shards[number] = Shard(
+                number=number,
+                members=members.split(",") if members else [],
+                etag=entity.metadata["etag"],
+            )
+
+    def _guard(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except HttpResponseError as error:
+            raise StorageError(
+                f"table {self._name}: {error.status_code} {error.reason}"
+            ) from error
+        except AzureError as error:
+            raise StorageError(f"table {self._name}: {error}") from error
+
+
+def _guarded_write(
+    entity: dict[str, Any], etag: str | None, mode: UpdateMode
+) -> tuple[Any, ...]:
+    if etag is None:
+        return ("create", entity)
+    # Without match_condition the SDK ignores the ETag and writes
+    # unconditionally: the condition is what makes this optimistic.
+    return (
+        "update",
+        entity,
+        {"mode": mode, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+    )
+
+
+def _subscription_entity(subscription: Subscription) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": subscription.tenant_id,
+        "RowKey": sub_key(subscription.user_id),
+        "userId": subscription.user_id,
+        "state": subscription.state.value,
+        "version": subscription.version,
+        "updatedAt": subscription.updated_at,
+        "commandId": subscription.command_id,
+    }
+    if subscription.shard is not None:
+        entity["shard"] = subscription.shard
+    return entity
+
+
+def _subscription_from(entity: dict[str, Any]) -> Subscription:
+    updated_at: datetime = entity["updatedAt"]
+    return Subscription(
+        tenant_id=entity["PartitionKey"],
+        user_id=entity["userId"],
+        state=SubscriptionState(entity["state"]),
+        version=entity["version"],
+        updated_at=updated_at,
+        command_id=entity["commandId"],
+        shard=entity.get("shard"),
+    )
+
+
+def _event_entity(event: SubscriptionEvent) -> dict[str, Any]:
+    return {
+        "PartitionKey": event.tenant_id,
+        "RowKey": event_key(event.version, event.user_id),
+        "eventType": event.event_type.value,
+        "userId": event.user_id,
+        "version": event.version,
+        "commandId": event.command_id,
+        "occurredAt": event.occurred_at,
+    }
+
+
+def _shard_entity(tenant_id: str, shard: Shard) -> dict[str, Any]:
+    return {
+        "PartitionKey": tenant_id,
+        "RowKey": shard_key(shard.number),
+        "members": ",".join(shard.members),
+        "memberCount": len(shard.members),
+    }

@@ -1,0 +1,1 @@
+"""Application services: use cases that tie the domain to its adapters."""
