@@ -9,21 +9,29 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import (
     BinaryBase64DecodePolicy,
     BinaryBase64EncodePolicy,
+    LinearRetry,
     QueueClient,
     QueueServiceClient,
 )
 
 from shared.settings import StorageSettings
 
-
 # A failing storage call should fail an API request within seconds (the client
-# then gets a 503 and retries), not hang it through the SDK's long default
-# back-off.
-_RETRY: dict[str, Any] = {
+# then gets a 503 and retries), not hang it through the SDKs' long default
+# back-off. The Tables SDK uses azure-core's retry policy...
+_TABLE_RETRY: dict[str, Any] = {
     "retry_total": 3,
     "retry_backoff_factor": 0.2,
     "connection_timeout": 5,
 }
+
+
+def _queue_retry() -> dict[str, Any]:
+    # ...the queue SDK its own, whose default first back-off is 15 s.
+    return {
+        "retry_policy": LinearRetry(backoff=1, random_jitter_range=0, retry_total=2),
+        "connection_timeout": 5,
+    }
 
 
 def _credential(settings: StorageSettings) -> Any:
@@ -38,22 +46,22 @@ def _credential(settings: StorageSettings) -> Any:
 def table_service(settings: StorageSettings) -> TableServiceClient:
     if settings.connection_string:
         return TableServiceClient.from_connection_string(
-            settings.connection_string, **_RETRY
+            settings.connection_string, **_TABLE_RETRY
         )
     assert settings.table_service_uri  # checked when settings were read
     return TableServiceClient(
-        settings.table_service_uri, credential=_credential(settings)
+        settings.table_service_uri, credential=_credential(settings), **_TABLE_RETRY
     )
 
 
 def queue_service(settings: StorageSettings) -> QueueServiceClient:
     if settings.connection_string:
         return QueueServiceClient.from_connection_string(
-            settings.connection_string, **_RETRY
+            settings.connection_string, **_queue_retry()
         )
-    assert settings.queue_service_uri
+    assert settings.queue_service_uri  # checked when settings were read
     return QueueServiceClient(
-        settings.queue_service_uri, credential=_credential(settings)
+        settings.queue_service_uri, credential=_credential(settings), **_queue_retry()
     )
 
 
