@@ -4,9 +4,10 @@ import azure.functions as func
 
 from functions.command_worker import bp as command_worker
 from functions.health import bp as health
+from functions.polling import bp as polling
 from functions.subscriptions_api import bp as subscriptions_api
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (subscriptions_api, command_worker, health):
+for blueprint in (subscriptions_api, command_worker, polling, health):
     app.register_functions(blueprint)

@@ -13,8 +13,8 @@ from shared.domain.commands import SubscriptionCommand
 logger = logging.getLogger(__name__)
 
 
-class CommandQueue:
-    """Puts commands on the queue the apply function is triggered by.
+class MessageQueue:
+    """Puts messages on a queue that a queue-triggered function reads.
 
     The client must encode messages the way host.json's ``messageEncoding``
     tells the Functions host to decode them (base64 by default).
@@ -40,6 +40,16 @@ class CommandQueue:
                 f"could not enqueue on {self._client.queue_name}: {error}"
             ) from error
 
+    def ping(self) -> None:
+        try:
+            self._client.get_queue_properties()
+        except AzureError as error:
+            raise StorageError(f"queue {self._client.queue_name}: {error}") from error
+
+
+class CommandQueue(MessageQueue):
+    """The queue of subscription commands."""
+
     def send_command(self, command: SubscriptionCommand) -> None:
         self.send(command.to_message())
         logger.info(
@@ -49,9 +59,3 @@ class CommandQueue:
             command.version,
             len(command.changes),
         )
-
-    def ping(self) -> None:
-        try:
-            self._client.get_queue_properties()
-        except AzureError as error:
-            raise StorageError(f"queue {self._client.queue_name}: {error}") from error

@@ -22,28 +22,28 @@ from shared.settings import EventGridSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 
+WireEvent = dict[str, Any]
+
 EVENT_TYPE = "Presence.Changed"
 DATA_CONTENT_TYPE = "application/json"
 
 # Event Grid rejects a publish request over 1 MB. The budget stays below
-# 1,000,000 bytes so that neither reading of "1 MB" is crossed, and each event's
-# size is over-estimated a little (see _estimated_size).
+# 1,000,000 bytes so that neither reading of "1 MB" is crossed.
 MAX_REQUEST_BYTES = 1_000_000
 # Event Grid documents no count limit for topics; a bound keeps one failed
 # request from forcing a retry of thousands of events.
 DEFAULT_MAX_EVENTS_PER_REQUEST = 500
 
 DEFAULT_CONNECTION_TIMEOUT = 5.0
-DEFAULT_READ_TIMEOUT = 15.0
-# The outbox retries later anyway, so the client only absorbs short blips.
+DEFAULT_READ_TIMEOUT = 10.0
+# The outbox retries later anyway, so the client only absorbs short blips. A
+# hanging topic thus holds a publish for at most about
+# (retries + 1) * (connection + read timeout) plus the SDK's back-off.
 DEFAULT_RETRY_TOTAL = 2
 
-# Brackets of the JSON array, and the ", " the SDK writes between events.
+# Brackets of the JSON array, and the ", " json.dumps writes between events.
 _ARRAY_OVERHEAD = 2
 _SEPARATOR_BYTES = 2
-# Slack per event for differences between our estimate and the SDK's own
-# serialization (e.g. how it formats ``time``).
-_PER_EVENT_SLACK = 64
 
 
 class EventPublishError(Exception):
@@ -132,12 +132,16 @@ class EventGridPublisher:
         self._endpoint = topic_endpoint_url(settings.topic_endpoint)
         self._max_events = max_events_per_request
         self._max_bytes = max_request_bytes
+        # azure-eventgrid 4.22 drops transport and retry options given to the
+        # constructor of a basic-topic client (defaults: 300 s timeouts, up to
+        # 10 retries), so they go with every send() instead.
+        self._request_options: dict[str, Any] = {
+            "connection_timeout": connection_timeout,
+            "read_timeout": read_timeout,
+            "retry_total": retry_total,
+        }
         self._client = EventGridPublisherClient(
-            self._endpoint,
-            _credential(settings, self._endpoint),
-            connection_timeout=connection_timeout,
-            read_timeout=read_timeout,
-            retry_total=retry_total,
+            self._endpoint, _credential(settings, self._endpoint)
         )
 
     @property
@@ -151,11 +155,13 @@ class EventGridPublisher:
             return
         # Split everything first, so an unsendable event fails the call before
         # any request goes out.
-        chunks = list(self._chunks([to_cloud_event(change) for change in changes]))
+        chunks = list(
+            self._chunks([wire_form(to_cloud_event(change)) for change in changes])
+        )
         delivered = 0
         for chunk in chunks:
             try:
-                self._client.send(chunk)
+                self._client.send(chunk, **self._request_options)
             except Exception as error:
                 # One exception type for the caller, whatever failed (HTTP
                 # status, timeout, credential, serialization): in every case
@@ -180,14 +186,14 @@ class EventGridPublisher:
             self._endpoint,
         )
 
-    def _chunks(self, events: list[CloudEvent]) -> Iterator[list[CloudEvent]]:
-        chunk: list[CloudEvent] = []
+    def _chunks(self, events: list[WireEvent]) -> Iterator[list[WireEvent]]:
+        chunk: list[WireEvent] = []
         chunk_bytes = _ARRAY_OVERHEAD
         for event in events:
-            size = _estimated_size(event)
+            size = len(json.dumps(event))
             if _ARRAY_OVERHEAD + size > self._max_bytes:
                 raise EventPublishError(
-                    f"event {event.id} is about {size} bytes, over the "
+                    f"event {event['id']} is {size} bytes, over the "
                     f"{self._max_bytes}-byte request limit"
                 )
             added = size + (_SEPARATOR_BYTES if chunk else 0)
@@ -237,22 +243,31 @@ def _credential(settings: EventGridSettings, endpoint: str) -> Any:
     return DefaultAzureCredential()
 
 
-def _estimated_size(event: CloudEvent) -> int:
-    """Bytes this event takes in the request body, slightly over-estimated.
+def wire_form(event: CloudEvent) -> WireEvent:
+    """The event in the CloudEvents JSON format, as it goes into the request.
 
-    The SDK writes ``json.dumps`` with its defaults (ASCII escapes), which is
-    what this mirrors; the escapes are never shorter than UTF-8."""
-    wire = {
+    The publisher sends these dicts (a form the SDK documents as accepted) rather
+    than CloudEvent objects: the SDK then writes them with plain ``json.dumps``,
+    so the request size is known exactly, and per-request options reach the
+    pipeline without being offered to each event's model as stray attributes.
+    """
+    wire: WireEvent = {
+        "specversion": event.specversion,
         "id": event.id,
         "source": event.source,
-        "data": event.data,
         "type": event.type,
-        "time": event.time.isoformat() if event.time else None,
-        "specversion": event.specversion,
-        "datacontenttype": event.datacontenttype,
-        "subject": event.subject,
     }
-    return len(json.dumps(wire)) + _PER_EVENT_SLACK
+    optional = {
+        "subject": event.subject,
+        "time": format_utc(event.time) if event.time else None,
+        "datacontenttype": event.datacontenttype,
+        "dataschema": event.dataschema,
+    }
+    wire.update({name: value for name, value in optional.items() if value})
+    wire.update(event.extensions or {})
+    # JSON data only: this service never publishes binary (data_base64) events.
+    wire["data"] = event.data
+    return wire
 
 
 def _describe(error: Exception) -> str:

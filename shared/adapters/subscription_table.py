@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -275,6 +275,17 @@ class SubscriptionTable:
                 command_id=entity["commandId"],
                 occurred_at=entity["occurredAt"],
             )
+
+    def record_poll_problem(self, tenant_id: str, user_id: str, problem: str) -> None:
+        """Notes on the subscription why its presence cannot be read. Merges
+        only these columns; the apply step's next write re-reads the row."""
+        entity = {
+            "PartitionKey": tenant_id,
+            "RowKey": sub_key(user_id),
+            "pollProblem": problem,
+            "pollProblemAt": datetime.now(UTC),
+        }
+        self._guard(lambda: self._client.update_entity(entity, mode=UpdateMode.MERGE))
 
     def ping(self) -> None:
         """Raises StorageError unless the table answers."""

@@ -25,6 +25,7 @@ from shared.adapters.subscription_table import (
     ApplyWrite,
     SubscriptionTable,
 )
+from shared.adapters.tenant_directory import TenantDirectory
 from shared.domain.commands import Change, SubscriptionCommand
 from shared.domain.shards import ShardAllocator
 from shared.domain.subscriptions import (
@@ -57,10 +58,12 @@ class CommandApplier:
     def __init__(
         self,
         table: SubscriptionTable,
+        tenants: TenantDirectory | None = None,
         max_attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._table = table
+        self._tenants = tenants
         self._max_attempts = max_attempts
         self._sleep = sleep
 
@@ -98,6 +101,10 @@ class CommandApplier:
                 self._apply_chunk(command, changes[middle:], result)
                 return
             if write.entity_count:
+                if self._tenants and any(s.etag is None for s in write.shards):
+                    # Before the shard exists, so the fan-out can never miss
+                    # it; harmless if the transaction then fails.
+                    self._tenants.ensure(command.tenant_id)
                 try:
                     self._table.commit(command.tenant_id, write)
                 except ConcurrencyConflictError as conflict:

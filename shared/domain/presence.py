@@ -45,3 +45,50 @@ class PresenceChange:
             )
         )
         return str(uuid.uuid5(_CHANGE_ID_NAMESPACE, key))
+
+
+@dataclass(frozen=True)
+class StoredPresence:
+    """The read model's latest presence of one user."""
+
+    presence: Presence
+    observed_at: datetime
+
+
+def is_newer(observed: Presence, observed_at: datetime, stored: StoredPresence) -> bool:
+    """Whether an observation may replace the stored one.
+
+    Graph's ``sequenceNumber`` orders presence versions when both have one
+    (it sorts as a string); otherwise the observation time decides. Either
+    way an older observation, from a slow or redelivered poll, never wins.
+    """
+    if observed.sequence_number and stored.presence.sequence_number:
+        return observed.sequence_number > stored.presence.sequence_number
+    return observed_at > stored.observed_at
+
+
+def detect_change(
+    tenant_id: str,
+    user_id: str,
+    observed: Presence,
+    observed_at: datetime,
+    stored: StoredPresence | None,
+) -> PresenceChange | None:
+    """The change to publish, or None when the availability and activity
+    subscribers see are unchanged or the observation is not newer."""
+    if stored is not None:
+        if not is_newer(observed, observed_at, stored):
+            return None
+        same = (observed.availability, observed.activity) == (
+            stored.presence.availability,
+            stored.presence.activity,
+        )
+        if same:
+            return None
+    return PresenceChange(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        current=observed,
+        previous=stored.presence if stored is not None else None,
+        observed_at=observed_at,
+    )

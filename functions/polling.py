@@ -1,0 +1,62 @@
+"""Presence polling: the timer fan-out, the shard poll worker, and the
+outbox sweep."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.domain.polling import PollRequest, PollRequestFormatError
+from shared.services import get_services
+from shared.settings import POLL_QUEUE, STORAGE_CONNECTION
+
+logger = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+# %POLL_SCHEDULE% is resolved by the host from app settings (6-field NCRONTAB,
+# default "*/30 * * * * *" in local settings and the deployment). The host
+# runs a timer on one instance at a time. run_on_startup stays off: it would
+# fire on every scale-out.
+@bp.function_name("poll_fan_out")
+@bp.timer_trigger(
+    arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True
+)
+def poll_fan_out(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        logger.info("fan-out tick is past due; running it now")
+    get_services().fan_out.run()
+
+
+@bp.function_name("poll_shard")
+@bp.queue_trigger(
+    arg_name="message", queue_name=POLL_QUEUE, connection=STORAGE_CONNECTION
+)
+def poll_shard(message: func.QueueMessage) -> None:
+    """Raising hands the message back to the host for a retry after the
+    visibility timeout (Graph down, storage failing); the shard's lease is
+    handed back with it."""
+    try:
+        request = PollRequest.from_message(message.get_body().decode("utf-8"))
+    except (PollRequestFormatError, UnicodeDecodeError) as error:
+        logger.error(
+            "message %s (dequeue %s) is not a poll request: %s",
+            message.id,
+            message.dequeue_count,
+            error,
+        )
+        raise
+    get_services().poller.poll(request)
+
+
+@bp.function_name("outbox_sweep")
+@bp.timer_trigger(
+    arg_name="timer",
+    schedule="%OUTBOX_SWEEP_SCHEDULE%",
+    run_on_startup=False,
+    use_monitor=True,
+)
+def outbox_sweep(timer: func.TimerRequest) -> None:
+    get_services().outbox_sweep.run()

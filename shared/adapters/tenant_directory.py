@@ -1,0 +1,74 @@
+"""The list of tenants with poll shards, and each tenant's Graph cool-down.
+
+The fan-out walks this small table instead of scanning subscriptions, so its
+cost grows with tenants and shards, never with agents. The cool-down is shared
+by every instance: a 429 seen by one stops all of them calling that tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.adapters.storage_errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+_PARTITION = "tenants"
+
+
+class TenantDirectory:
+    def __init__(self, client: TableClient) -> None:
+        self._client = client
+
+    def ensure(self, tenant_id: str) -> None:
+        """Idempotent: a merge that creates the row or leaves it as it is."""
+        try:
+            self._client.upsert_entity(
+                {"PartitionKey": _PARTITION, "RowKey": tenant_id}, mode=UpdateMode.MERGE
+            )
+        except AzureError as error:
+            raise StorageError(f"tenant {tenant_id} not recorded: {error}") from error
+
+    def tenant_ids(self) -> Iterator[str]:
+        """Streams the tenants page by page: memory stays flat however many."""
+        try:
+            for entity in self._client.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": _PARTITION},
+                select=["RowKey"],
+                results_per_page=1000,
+            ):
+                yield entity["RowKey"]
+        except AzureError as error:
+            raise StorageError(f"tenants could not be listed: {error}") from error
+
+    def cool_down(self, tenant_id: str, until: datetime) -> None:
+        try:
+            self._client.upsert_entity(
+                {
+                    "PartitionKey": _PARTITION,
+                    "RowKey": tenant_id,
+                    "coolDownUntil": until,
+                },
+                mode=UpdateMode.MERGE,
+            )
+        except AzureError as error:
+            raise StorageError(
+                f"cool-down for {tenant_id} not stored: {error}"
+            ) from error
+        logger.info("tenant %s cooling down until %s", tenant_id, until.isoformat())
+
+    def cool_down_until(self, tenant_id: str) -> datetime | None:
+        try:
+            entity = self._client.get_entity(_PARTITION, tenant_id)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"tenant {tenant_id} not read: {error}") from error
+        value = entity.get("coolDownUntil")
+        return value if isinstance(value, datetime) else None

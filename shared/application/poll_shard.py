@@ -1,0 +1,282 @@
+"""Poll one shard: read its members' presence from Graph in one call, record
+what changed with its outbox entry, publish, and free the shard.
+
+Why this is safe with any number of instances:
+
+* The worker claims the shard's lease (ETag-guarded) before calling Graph. A
+  duplicate message, or a second worker, finds the lease taken and skips.
+* Presence rows are written guarded by the ETag they were read with, and an
+  observation older than the stored one (by ``sequenceNumber``, else by time)
+  never replaces it.
+* A change and its outbox row are one transaction; publishing happens after,
+  and whatever is not published stays in the outbox for the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from shared.adapters.graph_presence import (
+    GraphRequestError,
+    GraphThrottledError,
+    ObservedPresence,
+)
+from shared.adapters.presence_table import (
+    CHANGES_PER_TRANSACTION,
+    PresenceTable,
+    ShardPresence,
+)
+from shared.adapters.shard_leases import LeaseState, ShardLease, ShardLeases
+from shared.adapters.storage_errors import ConcurrencyConflictError
+from shared.adapters.subscription_table import SubscriptionTable
+from shared.adapters.tenant_directory import TenantDirectory
+from shared.application.publish_outbox import OutboxPublisher
+from shared.domain.polling import PollRequest
+from shared.domain.presence import PresenceChange, detect_change
+
+logger = logging.getLogger(__name__)
+
+# Long enough for one Graph call with its bounded retries and the writes.
+POLLING_LEASE = timedelta(minutes=2)
+# Users Graph refused as unknown are asked about again after this.
+NOT_FOUND_RECHECK = timedelta(hours=24)
+_RECORD_ATTEMPTS = 3
+# Graph answers these for a request naming a user it does not know.
+_UNKNOWN_USER_STATUSES = (400, 404)
+
+
+class PresenceSource(Protocol):
+    def get_presences(
+        self, tenant_id: str, user_ids: Sequence[str]
+    ) -> list[ObservedPresence]: ...
+
+
+class PollOutcome(StrEnum):
+    POLLED = "polled"
+    STALE_MESSAGE = "stale message: a newer cycle owns the shard"
+    ALREADY_POLLING = "another worker is polling the shard"
+    SHARD_GONE = "shard no longer exists"
+    COOLING_DOWN = "tenant is cooling down after a 429"
+
+
+@dataclass
+class PollResult:
+    outcome: PollOutcome
+    graph_calls: int = 0
+    changes: int = 0
+    transactions: int = 0
+    published: int = 0
+    missing: int = 0
+
+
+class ShardPoller:
+    def __init__(
+        self,
+        leases: ShardLeases,
+        presence: PresenceTable,
+        subscriptions: SubscriptionTable,
+        tenants: TenantDirectory,
+        graph: PresenceSource,
+        outbox: OutboxPublisher,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        polling_lease: timedelta = POLLING_LEASE,
+    ) -> None:
+        self._leases = leases
+        self._presence = presence
+        self._subscriptions = subscriptions
+        self._tenants = tenants
+        self._graph = graph
+        self._outbox = outbox
+        self._clock = clock
+        self._polling_lease = polling_lease
+
+    def poll(self, request: PollRequest) -> PollResult:
+        tenant_id, shard = request.tenant_id, request.shard
+        lease = self._claim(request)
+        if isinstance(lease, PollOutcome):
+            logger.info("shard %s/%d skipped: %s", tenant_id, shard, lease.value)
+            return PollResult(lease)
+        try:
+            result = self._poll_claimed(request, lease)
+        except GraphThrottledError as error:
+            until = self._clock() + timedelta(seconds=error.retry_after)
+            self._tenants.cool_down(tenant_id, until)
+            # The next cycle polls it again; nothing is owed from this one.
+            self._release(request, LeaseState.IDLE)
+            return PollResult(PollOutcome.COOLING_DOWN)
+        except Exception:
+            # Hand the shard back to this message: the host redelivers it after
+            # the visibility timeout and any instance can claim it again.
+            self._release(request, LeaseState.QUEUED)
+            raise
+        self._release(request, LeaseState.IDLE)
+        logger.info(
+            "shard %s/%d polled: %d graph calls, %d changes in %d transactions, "
+            "%d published, %d missing from the answer",
+            tenant_id,
+            shard,
+            result.graph_calls,
+            result.changes,
+            result.transactions,
+            result.published,
+            result.missing,
+        )
+        return result
+
+    def _claim(self, request: PollRequest) -> ShardLease | PollOutcome:
+        now = self._clock()
+        for _ in range(2):
+            lease = self._leases.read(request.tenant_id, request.shard)
+            if lease is None:
+                return PollOutcome.SHARD_GONE
+            if lease.token != request.lease_token:
+                return PollOutcome.STALE_MESSAGE
+            if lease.state is LeaseState.POLLING and lease.until > now:
+                return PollOutcome.ALREADY_POLLING
+            cool_down = self._tenants.cool_down_until(request.tenant_id)
+            if cool_down is not None and cool_down > now:
+                self._release(request, LeaseState.IDLE)
+                return PollOutcome.COOLING_DOWN
+            until = now + self._polling_lease
+            if self._leases.take(lease, LeaseState.POLLING, request.lease_token, until):
+                return lease
+            # The row changed under us (a membership change, or another
+            # worker's claim): read again and decide again.
+        return PollOutcome.ALREADY_POLLING
+
+    def _poll_claimed(self, request: PollRequest, lease: ShardLease) -> PollResult:
+        tenant_id, shard = request.tenant_id, request.shard
+        result = PollResult(PollOutcome.POLLED)
+        stored = self._presence.read_shard(tenant_id, shard)
+        now = self._clock()
+        members = [
+            user
+            for user in lease.members
+            if now - stored.not_found.get(user, datetime.min.replace(tzinfo=UTC))
+            > NOT_FOUND_RECHECK
+        ]
+        observed = self._fetch(tenant_id, shard, members, result)
+        observed_at = self._clock()
+        result.missing = len(set(members) - {o.user_id for o in observed})
+        if result.missing:
+            logger.warning(
+                "shard %s/%d: %d members missing from Graph's answer keep their "
+                "last presence",
+                tenant_id,
+                shard,
+                result.missing,
+            )
+        new_changes = self._record(
+            tenant_id, shard, observed, observed_at, stored, result
+        )
+        result.published = self._outbox.publish(
+            tenant_id, shard, stored.outbox + new_changes
+        )
+        return result
+
+    def _fetch(
+        self, tenant_id: str, shard: int, user_ids: list[str], result: PollResult
+    ) -> list[ObservedPresence]:
+        """One Graph call; only if Graph refuses the request as naming an
+        unknown user is it split, to find and set aside that user."""
+        if not user_ids:
+            return []
+        result.graph_calls += 1
+        try:
+            return self._graph.get_presences(tenant_id, user_ids)
+        except GraphRequestError as error:
+            if error.status not in _UNKNOWN_USER_STATUSES:
+                raise
+            if len(user_ids) == 1:
+                self._set_aside(tenant_id, shard, user_ids[0], str(error))
+                return []
+        middle = len(user_ids) // 2
+        return self._fetch(tenant_id, shard, user_ids[:middle], result) + self._fetch(
+            tenant_id, shard, user_ids[middle:], result
+        )
+
+    def _set_aside(self, tenant_id: str, shard: int, user_id: str, why: str) -> None:
+        logger.warning(
+            "shard %s/%d: Graph does not know user %s; not polled for %s: %s",
+            tenant_id,
+            shard,
+            user_id,
+            NOT_FOUND_RECHECK,
+            why,
+        )
+        self._presence.mark_not_found(tenant_id, shard, user_id, self._clock())
+        self._subscriptions.record_poll_problem(tenant_id, user_id, why)
+
+    def _record(
+        self,
+        tenant_id: str,
+        shard: int,
+        observed: list[ObservedPresence],
+        observed_at: datetime,
+        stored: ShardPresence,
+        result: PollResult,
+    ) -> list[PresenceChange]:
+        """Writes the changes, 50 to a transaction; returns those written."""
+        recorded: list[PresenceChange] = []
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            writes = []
+            for item in observed:
+                previous = stored.presence.get(item.user_id)
+                change = detect_change(
+                    tenant_id,
+                    item.user_id,
+                    item.presence,
+                    observed_at,
+                    previous[0] if previous else None,
+                )
+                if change is not None:
+                    writes.append((change, stored.etags.get(item.user_id)))
+            try:
+                for start in range(0, len(writes), CHANGES_PER_TRANSACTION):
+                    chunk = writes[start : start + CHANGES_PER_TRANSACTION]
+                    result.transactions += self._presence.record_changes(shard, chunk)
+                    recorded += [change for change, _ in chunk]
+                result.changes = len(recorded)
+                return recorded
+            except ConcurrencyConflictError as conflict:
+                # Only a worker whose lease expired mid-poll writes here at the
+                # same time. Decide again against what is stored now: what
+                # this worker already wrote is no longer a change.
+                logger.warning(
+                    "shard %s/%d: presence row %s changed concurrently "
+                    "(attempt %d); re-reading",
+                    tenant_id,
+                    shard,
+                    conflict.row_key,
+                    attempt,
+                )
+                stored = self._presence.read_shard(tenant_id, shard)
+        raise ConcurrencyConflictError(
+            self._presence.table_name, f"{tenant_id}|{shard}", "presence rows"
+        )
+
+    def _release(self, request: PollRequest, state: LeaseState) -> None:
+        """Frees the lease if this message still holds it."""
+        for _ in range(3):
+            lease = self._leases.read(request.tenant_id, request.shard)
+            if lease is None or lease.token != request.lease_token:
+                return
+            token = request.lease_token if state is LeaseState.QUEUED else ""
+            extra = (
+                {"lastPolledAt": self._clock()} if state is LeaseState.IDLE else None
+            )
+            until = self._clock() + (
+                self._polling_lease if state is LeaseState.QUEUED else timedelta(0)
+            )
+            if self._leases.take(lease, state, token, until, extra):
+                return
+        logger.warning(
+            "shard %s/%d: lease not released; it expires on its own",
+            request.tenant_id,
+            request.shard,
+        )
