@@ -44,6 +44,7 @@ DEFAULT_RETRY_TOTAL = 2
 # Brackets of the JSON array, and the ", " json.dumps writes between events.
 _ARRAY_OVERHEAD = 2
 _SEPARATOR_BYTES = 2
+_PER_EVENT_SLACK = 32
 
 
 class EventPublishError(Exception):
@@ -134,7 +135,7 @@ class EventGridPublisher:
         self._max_bytes = max_request_bytes
         # azure-eventgrid 4.22 drops transport and retry options given to the
         # constructor of a basic-topic client (defaults: 300 s timeouts, up to
-        # 10 retries), so they go with every send() instead.
+        # 10 retries), so they go with every send(), as per-operation options.
         self._request_options: dict[str, Any] = {
             "connection_timeout": connection_timeout,
             "read_timeout": read_timeout,
@@ -155,9 +156,7 @@ class EventGridPublisher:
             return
         # Split everything first, so an unsendable event fails the call before
         # any request goes out.
-        chunks = list(
-            self._chunks([wire_form(to_cloud_event(change)) for change in changes])
-        )
+        chunks = list(self._chunks([to_cloud_event(change) for change in changes]))
         delivered = 0
         for chunk in chunks:
             try:
@@ -186,14 +185,14 @@ class EventGridPublisher:
             self._endpoint,
         )
 
-    def _chunks(self, events: list[WireEvent]) -> Iterator[list[WireEvent]]:
-        chunk: list[WireEvent] = []
+    def _chunks(self, events: list[CloudEvent]) -> Iterator[list[CloudEvent]]:
+        chunk: list[CloudEvent] = []
         chunk_bytes = _ARRAY_OVERHEAD
         for event in events:
-            size = len(json.dumps(event))
+            size = _wire_size(event)
             if _ARRAY_OVERHEAD + size > self._max_bytes:
                 raise EventPublishError(
-                    f"event {event['id']} is {size} bytes, over the "
+                    f"event {event.id} is about {size} bytes, over the "
                     f"{self._max_bytes}-byte request limit"
                 )
             added = size + (_SEPARATOR_BYTES if chunk else 0)
@@ -244,13 +243,9 @@ def _credential(settings: EventGridSettings, endpoint: str) -> Any:
 
 
 def wire_form(event: CloudEvent) -> WireEvent:
-    """The event in the CloudEvents JSON format, as it goes into the request.
-
-    The publisher sends these dicts (a form the SDK documents as accepted) rather
-    than CloudEvent objects: the SDK then writes them with plain ``json.dumps``,
-    so the request size is known exactly, and per-request options reach the
-    pipeline without being offered to each event's model as stray attributes.
-    """
+    """The event in the CloudEvents JSON format: the attributes and values the
+    SDK writes into the request (which may shorten ``time`` to milliseconds
+    when its microseconds are zero)."""
     wire: WireEvent = {
         "specversion": event.specversion,
         "id": event.id,
@@ -268,6 +263,33 @@ def wire_form(event: CloudEvent) -> WireEvent:
     # JSON data only: this service never publishes binary (data_base64) events.
     wire["data"] = event.data
     return wire
+
+
+def _wire_size(event: CloudEvent) -> int:
+    # Upper bound: the SDK may write ``time`` shorter (milliseconds when the
+    # microseconds are zero), never longer; the slack covers anything else.
+    return len(json.dumps(wire_form(event))) + _PER_EVENT_SLACK
+
+
+class _DropOptionEchoes(logging.Filter):
+    """azure-eventgrid 4.22 also offers a send()'s per-operation options to
+    each event's generated model, which logs a warning per event and option
+    ("... is not a known attribute ... and will be ignored"). The options do
+    reach the pipeline; only those misleading warnings are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            "is not a known attribute" in str(record.msg)
+            and bool(record.args)
+            and isinstance(record.args, tuple)
+            and record.args[0] in _REQUEST_OPTION_NAMES
+        )
+
+
+_REQUEST_OPTION_NAMES = frozenset({"connection_timeout", "read_timeout", "retry_total"})
+logging.getLogger("azure.eventgrid._legacy._generated._serialization").addFilter(
+    _DropOptionEchoes()
+)
 
 
 def _describe(error: Exception) -> str:

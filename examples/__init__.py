@@ -1,0 +1,1 @@
+"""Runnable examples for users of the presence service."""

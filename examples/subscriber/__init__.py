@@ -1,0 +1,1 @@
+"""A small Event Grid webhook subscriber for ``Presence.Changed`` events."""
