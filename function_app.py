@@ -5,9 +5,10 @@ import azure.functions as func
 from functions.command_worker import bp as command_worker
 from functions.health import bp as health
 from functions.polling import bp as polling
+from functions.presence_api import bp as presence_api
 from functions.subscriptions_api import bp as subscriptions_api
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (subscriptions_api, command_worker, polling, health):
+for blueprint in (subscriptions_api, presence_api, command_worker, polling, health):
     app.register_functions(blueprint)

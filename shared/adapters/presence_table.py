@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.adapters.storage_errors import (
@@ -85,6 +85,19 @@ class PresenceTable:
                 f"presence of shard {tenant_id}/{shard} not read: {error}"
             ) from error
         return result
+
+    def get(self, tenant_id: str, shard: int, user_id: str) -> StoredPresence | None:
+        try:
+            entity = self._client.get_entity(
+                partition_key(tenant_id, shard), PRESENCE_PREFIX + user_id
+            )
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"presence of {user_id} not read: {error}") from error
+        if entity.get("availability") is None:
+            return None  # only a not-found mark so far
+        return _stored_from(entity)
 
     def pending_outbox(self, tenant_id: str, shard: int) -> list[PresenceChange]:
         try:

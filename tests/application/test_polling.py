@@ -25,7 +25,13 @@ from shared.domain.versions import VersionClock
 from shared.services import Services, get_services, reset_services
 from simulators.eventgrid_sink import EventGridSink
 from simulators.graph import GraphSimulator
-from tests.support.functions_host import receive, run_queue_function, user_functions
+from tests.support.functions_host import (
+    http,
+    receive,
+    response_json,
+    run_queue_function,
+    user_functions,
+)
 
 
 @pytest.fixture
@@ -375,3 +381,34 @@ def test_members_missing_from_the_answer_keep_their_presence(
     published_users = {e["data"]["userId"] for e in eventgrid_sink.events[40:]}
     assert published_users.isdisjoint(users[:5])
     assert tenant
+
+
+def test_the_latest_presence_can_be_read_over_http(
+    pipeline: Services,
+    poll_queue: QueueClient,
+    graph_simulator: GraphSimulator,
+    eventgrid_sink: EventGridSink,
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 3)
+
+    def get_presence(user: str):
+        return http(
+            "presence_item",
+            "GET",
+            f"/api/tenants/{tenant}/presence/{user}",
+            {"tenantId": tenant, "userId": user},
+        )
+
+    assert get_presence(users[0]).status_code == 404  # not polled yet
+    run_cycle(pipeline, poll_queue)
+
+    response = get_presence(users[0])
+
+    assert response.status_code == 200
+    expected = graph_simulator.presence_of(tenant, [users[0]])[users[0]]
+    body = response_json(response)
+    assert (body["availability"], body["activity"]) == (
+        expected.availability,
+        expected.activity,
+    )
+    assert get_presence(str(uuid.uuid4())).status_code == 404
