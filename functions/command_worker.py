@@ -6,6 +6,7 @@ import logging
 
 import azure.functions as func
 
+from functions.queue_messages import parse_or_fail
 from shared.domain.commands import CommandFormatError, SubscriptionCommand
 from shared.services import get_services
 from shared.settings import COMMAND_QUEUE, STORAGE_CONNECTION
@@ -23,16 +24,7 @@ def apply_subscription_command(message: func.QueueMessage) -> None:
     """Apply one command. Raising leaves the message to the host, which makes
     it visible again after ``visibilityTimeout`` and moves it to
     ``<queue>-poison`` after ``maxDequeueCount`` attempts."""
-    try:
-        command = SubscriptionCommand.from_message(message.get_body().decode("utf-8"))
-    except (CommandFormatError, UnicodeDecodeError) as error:
-        # Never silently dropped: failing lets the host retry it and then park
-        # it, body intact, in the poison queue for an operator.
-        logger.error(
-            "message %s (dequeue %s) is not a command: %s",
-            message.id,
-            message.dequeue_count,
-            error,
-        )
-        raise
+    command = parse_or_fail(
+        message, SubscriptionCommand.from_message, "a command", (CommandFormatError,)
+    )
     get_services().applier.apply(command)

@@ -7,6 +7,7 @@ import logging
 
 import azure.functions as func
 
+from functions.queue_messages import parse_or_fail
 from shared.domain.polling import PollRequest, PollRequestFormatError
 from shared.services import get_services
 from shared.settings import POLL_QUEUE, STORAGE_CONNECTION
@@ -38,16 +39,9 @@ def poll_shard(message: func.QueueMessage) -> None:
     """Raising hands the message back to the host for a retry after the
     visibility timeout (Graph down, storage failing); the shard's lease is
     handed back with it."""
-    try:
-        request = PollRequest.from_message(message.get_body().decode("utf-8"))
-    except (PollRequestFormatError, UnicodeDecodeError) as error:
-        logger.error(
-            "message %s (dequeue %s) is not a poll request: %s",
-            message.id,
-            message.dequeue_count,
-            error,
-        )
-        raise
+    request = parse_or_fail(
+        message, PollRequest.from_message, "a poll request", (PollRequestFormatError,)
+    )
     get_services().poller.poll(request)
 
 

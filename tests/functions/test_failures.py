@@ -145,3 +145,18 @@ def test_enqueued_messages_use_the_hosts_base64_encoding(
 
     decoded = json.loads(base64.b64decode(raw.content))
     assert decoded["register"] == [user]
+
+
+def test_an_unparseable_message_is_logged_once_not_on_every_retry(
+    services: Services, command_queue: QueueClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    command_queue.send_message(b"still not a command")
+    handler = user_functions()["apply_subscription_command"]
+
+    for _attempt in range(3):
+        ((message, raw),) = receive(command_queue)
+        with pytest.raises(CommandFormatError):
+            handler(message)
+        command_queue.update_message(raw, visibility_timeout=0)
+
+    assert caplog.text.count("is not a command") == 1
