@@ -36,22 +36,20 @@ _ALL_METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
 )
 @api_errors
 def subscription_item(req: func.HttpRequest) -> func.HttpResponse:
+    if req.method not in ("GET", "PUT", "DELETE"):
+        raise problems.method_not_allowed(req.method, ["GET", "PUT", "DELETE"])
     tenant_id = requests.guid(req.route_params.get("tenantId", ""), "tenantId")
     user_id = requests.guid(req.route_params.get("userId", ""), "userId")
-    if req.method == "GET":
-        requests.reject_query_params(req.params, set())
-        return _get_subscription(tenant_id, user_id)
-    if req.method not in ("PUT", "DELETE"):
-        raise problems.method_not_allowed(req.method, ["GET", "PUT", "DELETE"])
     requests.reject_query_params(req.params, set())
-    body = req.get_body()
-    requests.no_body(body)
+    if req.method == "GET":
+        return _get_subscription(tenant_id, user_id)
+    requests.no_body(req.get_body())
     action = Action.REGISTER if req.method == "PUT" else Action.DEREGISTER
     return _accept(
         req,
         tenant_id,
         (Change(user_id, action),),
-        body,
+        b"",  # no body: the method and path are the whole request
         if_match=requests.if_match(req.headers.get("If-Match")),
         location=_item_location(tenant_id, user_id),
         describe=lambda command: {
@@ -76,14 +74,14 @@ def subscription_batch(req: func.HttpRequest) -> func.HttpResponse:
         raise problems.method_not_allowed(req.method, ["POST"])
     tenant_id = requests.guid(req.route_params.get("tenantId", ""), "tenantId")
     requests.reject_query_params(req.params, set())
-    if req.headers.get("If-Match"):
+    if (req.headers.get("If-Match") or "").strip():
         raise problems.invalid_field(
             "If-Match", "If-Match is supported on single PUT and DELETE only"
         )
-    body = req.get_body()
-    changes = requests.batch_changes(
-        requests.json_body(body, req.headers.get("Content-Type"))
-    )
+    payload = requests.json_body(req.get_body(), req.headers.get("Content-Type"))
+    changes = requests.batch_changes(payload)
+    # The same batch re-serialised (spacing, key order) is the same request.
+    body = requests.canonical_json(payload)
 
     def describe(command: SubscriptionCommand) -> dict[str, Any]:
         return {
@@ -145,7 +143,7 @@ def _accept(
     req: func.HttpRequest,
     tenant_id: str,
     changes: tuple[Change, ...],
-    body: bytes,
+    canonical_body: bytes,
     if_match: str | None,
     location: str,
     describe: Any,
@@ -154,7 +152,9 @@ def _accept(
     command_request = CommandRequest(
         tenant_id=tenant_id,
         changes=changes,
-        fingerprint=requests.fingerprint(req.method, location, body, if_match),
+        fingerprint=requests.fingerprint(
+            req.method, location, canonical_body, if_match
+        ),
         if_match=if_match,
         idempotency_key=key,
         request_id=req.headers.get("x-request-id"),

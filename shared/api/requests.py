@@ -102,6 +102,10 @@ def batch_changes(payload: Any) -> tuple[Change, ...]:
     )
 
 
+def canonical_json(payload: Any) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
 def if_match(header: str | None) -> str | None:
     """The version an ``If-Match`` header names, ``*``, or None."""
     if header is None or not header.strip():
@@ -159,7 +163,7 @@ def list_query(params: Mapping[str, str]) -> ListQuery:
     limit = DEFAULT_PAGE_SIZE
     if "limit" in params:
         raw = params["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
             raise problems.invalid_field(
                 "limit", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}"
             )

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+
+# The 8-4-4-4-12 hex form only: uuid.UUID alone also takes "urn:..." and
+# oddly placed hyphens, which would make one id reachable by many spellings.
+_GUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 class InvalidIdError(ValueError):
@@ -19,9 +26,6 @@ def parse_guid(value: object, field: str) -> str:
     Entra ids are case-insensitive; storing one canonical form makes the same
     agent the same row whatever case a client sends.
     """
-    if not isinstance(value, str) or len(value) != 36:
+    if not isinstance(value, str) or not _GUID.match(value):
         raise InvalidIdError(field, value)
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise InvalidIdError(field, value) from None
+    return str(uuid.UUID(value))

@@ -15,7 +15,7 @@ from shared.adapters.subscription_table import ApplyWrite, SubscriptionTable
 from shared.application.apply_commands import CommandApplier
 from shared.domain.commands import Action, Change, SubscriptionCommand
 from shared.domain.shards import SHARD_CAPACITY
-from shared.domain.subscriptions import SubscriptionState
+from shared.domain.subscriptions import Subscription, SubscriptionState
 from shared.domain.versions import VersionClock
 from shared.services import Services
 
@@ -51,6 +51,12 @@ def table(services: Services) -> SubscriptionTable:
     return services.subscriptions
 
 
+def stored_row(table: SubscriptionTable, user_id: str) -> Subscription:
+    row = table.get(TENANT, user_id)
+    assert row is not None, f"no subscription row for {user_id}"
+    return row
+
+
 def events_by_command(table: SubscriptionTable) -> Counter[str]:
     return Counter(event.command_id for event in table.events(TENANT))
 
@@ -75,7 +81,7 @@ def test_a_message_applied_twice_in_turn_appends_one_event(
 
     assert (first.applied, second.applied) == (1, 0)
     assert events_by_command(table) == {command.command_id: 1}
-    assert table.get(TENANT, user).state is SubscriptionState.ACTIVE
+    assert stored_row(table, user).state is SubscriptionState.ACTIVE
 
 
 def test_a_message_applied_twice_at_once_appends_one_event(
@@ -101,7 +107,7 @@ def test_a_message_applied_twice_at_once_appends_one_event(
 
     assert errors == []
     assert events_by_command(table) == {command.command_id: len(users)}
-    assert {table.get(TENANT, u).state for u in users} == {SubscriptionState.ACTIVE}
+    assert {stored_row(table, u).state for u in users} == {SubscriptionState.ACTIVE}
 
 
 def test_concurrent_conflicting_commands_end_at_the_highest_version(
@@ -124,7 +130,7 @@ def test_concurrent_conflicting_commands_end_at_the_highest_version(
         thread.join()
 
     newest = max(commands, key=lambda c: c.version)
-    stored = table.get(TENANT, user)
+    stored = stored_row(table, user)
     assert stored.version == newest.version
     assert stored.state is SubscriptionState.REMOVED  # the last action
     events = events_by_command(table)
@@ -151,7 +157,7 @@ def test_every_order_of_register_deregister_register_ends_the_same(
     for index in order:
         applier.apply(commands[index])
 
-    stored = table.get(TENANT, user)
+    stored = stored_row(table, user)
     assert stored.state is SubscriptionState.ACTIVE
     assert stored.version == commands[2].version
     shard_members = _members_by_shard(table)
@@ -170,7 +176,7 @@ def test_a_late_older_register_cannot_bring_back_a_deregistered_agent(
     late = applier.apply(register)
 
     assert late.applied == 0
-    stored = table.get(TENANT, user)
+    stored = stored_row(table, user)
     assert stored.state is SubscriptionState.REMOVED
     assert stored.version == deregister.version
     assert _members_by_shard(table) == {}
@@ -215,7 +221,7 @@ def test_registrations_fill_shards_of_at_most_650(
     shards = _members_by_shard(table)
     assert sorted(len(m) for m in shards.values()) == [350, SHARD_CAPACITY]
     assert sorted(itertools.chain(*shards.values())) == sorted(users)
-    assert {table.get(TENANT, u).shard for u in users} == set(shards)
+    assert {stored_row(table, u).shard for u in users} == set(shards)
 
 
 def test_a_deregister_frees_a_slot_the_next_register_fills(
@@ -225,7 +231,8 @@ def test_a_deregister_frees_a_slot_the_next_register_fills(
     applier = CommandApplier(table)
     applier.apply(minter.command(*((u, Action.REGISTER) for u in users)))
     leaving = users[10]
-    first_shard = table.get(TENANT, leaving).shard
+    first_shard = stored_row(table, leaving).shard
+    assert first_shard is not None
 
     applier.apply(minter.command((leaving, Action.DEREGISTER)))
     newcomer = str(uuid.uuid4())
@@ -277,7 +284,7 @@ def test_a_stale_if_match_command_is_skipped_at_apply(
     )
 
     assert result.applied == 0
-    assert table.get(TENANT, user).state is SubscriptionState.ACTIVE
+    assert stored_row(table, user).state is SubscriptionState.ACTIVE
 
 
 def _members_by_shard(table: SubscriptionTable) -> dict[int, list[str]]:

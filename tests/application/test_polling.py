@@ -86,7 +86,7 @@ def run_cycle(services: Services, poll_queue: QueueClient) -> int:
 def presence_rows(services: Services) -> dict[tuple[str, str], str]:
     client = services.presence._client
     return {
-        (e["PartitionKey"], e["RowKey"]): e.metadata["etag"]
+        (e["PartitionKey"], e["RowKey"]): str(e.metadata["etag"])
         for e in client.list_entities()
     }
 

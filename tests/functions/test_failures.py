@@ -123,7 +123,7 @@ def test_an_unparseable_message_fails_loudly_for_the_poison_queue(
     with pytest.raises(CommandFormatError):
         user_functions()["apply_subscription_command"](message)
 
-    assert message.id in caplog.text
+    assert str(message.id) in caplog.text
     assert "is not a command" in caplog.text
 
 

@@ -76,7 +76,7 @@ def apply_all(command_queue: QueueClient) -> int:
 
 
 def queued(command_queue: QueueClient) -> int:
-    return command_queue.get_queue_properties().approximate_message_count
+    return int(command_queue.get_queue_properties().approximate_message_count or 0)
 
 
 def test_register_is_accepted_then_applied(command_queue: QueueClient) -> None:

@@ -23,7 +23,9 @@ def user_functions() -> dict[str, Callable[..., Any]]:
     app = function_app.app
     # get_functions() keeps state and refuses a second call unless reset.
     app.functions_bindings = {}
-    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
+    return {
+        str(f.get_function_name()): f.get_user_function() for f in app.get_functions()
+    }
 
 
 def http(
