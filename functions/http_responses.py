@@ -48,8 +48,11 @@ def api_errors(handler: Handler) -> Handler:
     """Maps problems to their 4xx answer and storage failures to 503, so every
     error leaves the handler as problem+json."""
 
+    # The host passes arguments by binding name: the parameter must be "req",
+    # the name the handler declares.
     @functools.wraps(handler)
-    def wrapper(request: func.HttpRequest) -> func.HttpResponse:
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        request = req
         path = request_path(request)
         try:
             return handler(request)

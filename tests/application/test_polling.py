@@ -184,8 +184,8 @@ def test_the_same_poll_message_delivered_twice_publishes_once(
     poll = user_functions()["poll_shard"]
     graph_simulator.reset_counters()
 
-    poll(message)
-    poll(message)  # redelivered after, say, a lost delete
+    poll(message=message)
+    poll(message=message)  # redelivered after, say, a lost delete
 
     assert graph_simulator.count("presence") == 1
     assert len(eventgrid_sink.wait_for_events(50)) == 50

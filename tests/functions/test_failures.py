@@ -121,7 +121,7 @@ def test_an_unparseable_message_fails_loudly_for_the_poison_queue(
     ((message, _raw),) = receive(command_queue)
 
     with pytest.raises(CommandFormatError):
-        user_functions()["apply_subscription_command"](message)
+        user_functions()["apply_subscription_command"](message=message)
 
     assert str(message.id) in caplog.text
     assert "is not a command" in caplog.text
@@ -156,7 +156,7 @@ def test_an_unparseable_message_is_logged_once_not_on_every_retry(
     for _attempt in range(3):
         ((message, raw),) = receive(command_queue)
         with pytest.raises(CommandFormatError):
-            handler(message)
+            handler(message=message)
         command_queue.update_message(raw, visibility_timeout=0)
 
     assert caplog.text.count("is not a command") == 1

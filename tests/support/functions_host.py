@@ -50,7 +50,8 @@ def http(
         route_params=route_params,
         body=raw,
     )
-    response: func.HttpResponse = user_functions()[function_name](request)
+    # By binding name, as the host calls it.
+    response: func.HttpResponse = user_functions()[function_name](req=request)
     return response
 
 
@@ -91,7 +92,7 @@ def run_queue_function(function_name: str, queue: QueueClient) -> int:
     handled = 0
     while batch := receive(queue):
         for message, raw in batch:
-            user_functions()[function_name](message)
+            user_functions()[function_name](message=message)
             queue.delete_message(raw)
             handled += 1
     return handled
