@@ -18,15 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage_errors import (
-    MAX_TRANSACTION_ENTITIES,
-    ConcurrencyConflictError,
-    StorageError,
-)
+from shared.adapters import table_transactions
+from shared.adapters.storage_errors import MAX_TRANSACTION_ENTITIES, StorageError
 from shared.domain.presence import Presence, PresenceChange, StoredPresence
 
 logger = logging.getLogger(__name__)
@@ -130,24 +126,13 @@ class PresenceTable:
         for start in range(0, len(changes), CHANGES_PER_TRANSACTION):
             operations: list[Any] = []
             for change, etag in changes[start : start + CHANGES_PER_TRANSACTION]:
-                presence_row = _presence_entity(shard, change)
-                if etag is None:
-                    operations.append(("create", presence_row))
-                else:
-                    operations.append(
-                        (
-                            "update",
-                            presence_row,
-                            {
-                                "mode": UpdateMode.REPLACE,
-                                "etag": etag,
-                                # Without the condition the ETag would be ignored.
-                                "match_condition": MatchConditions.IfNotModified,
-                            },
-                        )
+                operations.append(
+                    table_transactions.guarded_write(
+                        _presence_entity(shard, change), etag, UpdateMode.REPLACE
                     )
+                )
                 operations.append(("upsert", _outbox_entity(shard, change)))
-            self._submit(operations)
+            table_transactions.submit(self._client, operations)
             transactions += 1
         return transactions
 
@@ -177,23 +162,7 @@ class PresenceTable:
                 ("delete", {"PartitionKey": pk, "RowKey": OUTBOX_PREFIX + change_id})
                 for change_id in change_ids[start : start + MAX_TRANSACTION_ENTITIES]
             ]
-            self._submit(operations)
-
-    def _submit(self, operations: list[Any]) -> None:
-        try:
-            self._client.submit_transaction(operations)
-        except TableTransactionError as error:
-            failed = operations[min(error.index, len(operations) - 1)][1]
-            if error.status_code in (409, 412):
-                raise ConcurrencyConflictError(
-                    self.table_name, failed["PartitionKey"], failed["RowKey"]
-                ) from error
-            raise StorageError(
-                f"transaction on {self.table_name} failed at {failed['RowKey']!r}: "
-                f"{error.status_code} {error.message}"
-            ) from error
-        except AzureError as error:
-            raise StorageError(f"transaction on {self.table_name}: {error}") from error
+            table_transactions.submit(self._client, operations)
 
 
 def change_to_json(change: PresenceChange) -> str:

@@ -18,20 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.data.tables import (
     TableClient,
     TableEntity,
-    TableTransactionError,
     UpdateMode,
 )
 
-from shared.adapters.storage_errors import (
-    MAX_TRANSACTION_ENTITIES,
-    ConcurrencyConflictError,
-    StorageError,
-)
+from shared.adapters import table_transactions
+from shared.adapters.storage_errors import StorageError
 from shared.domain.shards import SHARD_CAPACITY, Shard
 from shared.domain.subscriptions import (
     EventType,
@@ -186,35 +181,18 @@ class SubscriptionTable:
         operations: list[Any] = []
         for subscription, etag in write.subscriptions:
             entity = _subscription_entity(subscription)
-            operations.append(_guarded_write(entity, etag, UpdateMode.REPLACE))
+            operations.append(
+                table_transactions.guarded_write(entity, etag, UpdateMode.REPLACE)
+            )
         for event in write.events:
             operations.append(("create", _event_entity(event)))
         for shard in write.shards:
             entity = _shard_entity(tenant_id, shard)
             # MERGE keeps the lease columns the poll fan-out owns.
-            operations.append(_guarded_write(entity, shard.etag, UpdateMode.MERGE))
-        if len(operations) > MAX_TRANSACTION_ENTITIES:
-            # Azurite answers garbage past 100 rather than a clean error.
-            raise ValueError(
-                f"transaction of {len(operations)} entities exceeds "
-                f"{MAX_TRANSACTION_ENTITIES}"
+            operations.append(
+                table_transactions.guarded_write(entity, shard.etag, UpdateMode.MERGE)
             )
-        try:
-            self._client.submit_transaction(operations)
-        except TableTransactionError as error:
-            failed = operations[min(error.index, len(operations) - 1)][1]
-            if error.status_code in (409, 412):
-                raise ConcurrencyConflictError(
-                    self._name, tenant_id, failed["RowKey"]
-                ) from error
-            raise StorageError(
-                f"transaction on {self._name} partition {tenant_id!r} failed "
-                f"at row {failed['RowKey']!r}: {error.status_code} {error.message}"
-            ) from error
-        except AzureError as error:
-            raise StorageError(
-                f"transaction on {self._name} partition {tenant_id!r}: {error}"
-            ) from error
+        table_transactions.submit(self._client, operations)
 
     # ---- queries --------------------------------------------------------
 
@@ -349,20 +327,6 @@ class SubscriptionTable:
             ) from error
         except AzureError as error:
             raise StorageError(f"table {self._name}: {error}") from error
-
-
-def _guarded_write(
-    entity: dict[str, Any], etag: str | None, mode: UpdateMode
-) -> tuple[Any, ...]:
-    if etag is None:
-        return ("create", entity)
-    # Without match_condition the SDK ignores the ETag and writes
-    # unconditionally: the condition is what makes this optimistic.
-    return (
-        "update",
-        entity,
-        {"mode": mode, "etag": etag, "match_condition": MatchConditions.IfNotModified},
-    )
 
 
 def _subscription_entity(subscription: Subscription) -> dict[str, Any]:
