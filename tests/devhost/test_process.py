@@ -15,6 +15,7 @@ import pytest
 import requests
 from azure.storage.queue import QueueClient
 
+from devtools.azurite import Azurite
 from tests.devhost.conftest import (
     REPO_ROOT,
     SAMPLE_APP,
@@ -34,10 +35,15 @@ def free_port() -> int:
 
 
 def start(
-    app_dir: Path, processes: list[HostProcess], *extra: str
+    app_dir: Path,
+    processes: list[HostProcess],
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[HostProcess, str]:
     args = ["--script-root", str(app_dir), "--app", SAMPLE_APP, *extra]
-    process = HostProcess(["--port", str(free_port()), *args], env=dict(os.environ))
+    process = HostProcess(
+        ["--port", str(free_port()), *args], env=env or dict(os.environ)
+    )
     processes.append(process)
     return process, process.wait_listening()
 
@@ -119,3 +125,18 @@ def test_message_cut_off_by_shutdown_is_visible_again_at_once(
     assert base64.b64decode(message.content) == b"sleep:30:cut-off"
     assert "cut off by shutdown" in process.output
     client.clear_messages()
+
+
+def test_stop_is_bounded_even_when_storage_is_gone(
+    app_dir: Path, record_dir: Path, host_processes: list[HostProcess]
+) -> None:
+    with Azurite() as own_storage:  # this test kills its storage
+        env = dict(os.environ, AzureWebJobsStorage=own_storage.connection_string)
+        process, _ = start(app_dir, host_processes, "--shutdown-timeout", "1", env=env)
+        enqueue(own_storage.connection_string, "sleep:60:stranded")
+        wait_for(lambda: read_records(record_dir, "queue"), 15, "the message to start")
+    # Storage is gone: releasing the cut-off message can only time out.
+    stopped_at = time.monotonic()
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 1, process.output
+    assert time.monotonic() - stopped_at < 1 + 5 + 3
