@@ -59,7 +59,7 @@ class CommandApplier:
         self,
         table: SubscriptionTable,
         tenants: TenantDirectory | None = None,
-        max_attempts: int = 8,
+        max_attempts: int = 20,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._table = table
@@ -115,8 +115,10 @@ class CommandApplier:
                         attempt,
                         conflict.row_key,
                     )
-                    # Jitter keeps racing instances from colliding in step.
-                    self._sleep(random.uniform(0, 0.02 * attempt))
+                    # Exponential back-off with full jitter: many appliers
+                    # racing for one tenant's open shard spread out instead
+                    # of colliding in step again.
+                    self._sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                     continue
             result.applied += len(write.events)
             result.skipped.update(skipped)
