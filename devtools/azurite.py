@@ -94,6 +94,9 @@ class Azurite:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO_ROOT,
+            # Its own session: a terminal's Ctrl-C reaches the run command,
+            # which stops Azurite last, after the host has finished its work.
+            start_new_session=True,
         )
         ports: dict[str, int] = {}
         ready = threading.Event()
