@@ -23,6 +23,7 @@ from shared.adapters.storage_errors import (
 from shared.adapters.subscription_table import (
     ApplySnapshot,
     ApplyWrite,
+    StoredSubscription,
     SubscriptionTable,
 )
 from shared.adapters.tenant_directory import TenantDirectory
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 # Changes planned per transaction attempt: each costs two entities (row and
 # event) plus the shards it touches, and a transaction holds at most 100.
 CHANGES_PER_TRANSACTION = 45
+# A batch for a tenant with at most this many subscription rows reads them all
+# in one query rather than 14 ids per query.
+SMALL_TENANT_ROWS = 1000
 
 
 class ApplyConflictError(RuntimeError):
@@ -70,9 +74,18 @@ class CommandApplier:
     def apply(self, command: SubscriptionCommand) -> ApplyResult:
         result = ApplyResult()
         changes = list(command.changes)
+        known = None
+        if len(changes) > CHANGES_PER_TRANSACTION:
+            # Each user appears once per command, so rows read up front stay
+            # valid for its later chunks unless another instance changes
+            # them, which the ETag check catches.
+            known = self._table.read_small_tenant(command.tenant_id, SMALL_TENANT_ROWS)
         for start in range(0, len(changes), CHANGES_PER_TRANSACTION):
             self._apply_chunk(
-                command, changes[start : start + CHANGES_PER_TRANSACTION], result
+                command,
+                changes[start : start + CHANGES_PER_TRANSACTION],
+                result,
+                known,
             )
         logger.info(
             "command %s tenant %s version %s: %d applied, skipped %s, "
@@ -87,18 +100,26 @@ class CommandApplier:
         return result
 
     def _apply_chunk(
-        self, command: SubscriptionCommand, changes: list[Change], result: ApplyResult
+        self,
+        command: SubscriptionCommand,
+        changes: list[Change],
+        result: ApplyResult,
+        known: dict[str, StoredSubscription] | None = None,
     ) -> None:
         for attempt in range(1, self._max_attempts + 1):
+            # Rows read up front serve the first attempt only: after a lost
+            # race the rows are read afresh.
             snapshot = self._table.read_for_apply(
-                command.tenant_id, [c.user_id for c in changes]
+                command.tenant_id,
+                [c.user_id for c in changes],
+                known if attempt == 1 else None,
             )
             write, skipped = self._plan(command, changes, snapshot)
             if write.entity_count > MAX_TRANSACTION_ENTITIES:
                 # Deregisters spread over many shards: halve and go again.
                 middle = len(changes) // 2
-                self._apply_chunk(command, changes[:middle], result)
-                self._apply_chunk(command, changes[middle:], result)
+                self._apply_chunk(command, changes[:middle], result, known)
+                self._apply_chunk(command, changes[middle:], result, known)
                 return
             if write.entity_count:
                 if self._tenants and any(s.etag is None for s in write.shards):

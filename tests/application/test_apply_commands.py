@@ -291,3 +291,49 @@ def _members_by_shard(table: SubscriptionTable) -> dict[int, list[str]]:
     snapshot = table.read_for_apply(TENANT, [])
     table.load_shards(TENANT, range(table.next_shard_number(TENANT)), snapshot)
     return {n: s.members for n, s in snapshot.shards.items() if s.members}
+
+
+def test_a_large_batch_reads_a_small_tenant_once(
+    services: Services, table: SubscriptionTable, minter: Minter
+) -> None:
+    users = [str(uuid.uuid4()) for _ in range(200)]
+
+    result = CommandApplier(table).apply(
+        minter.command(*((u, Action.REGISTER) for u in users))
+    )
+
+    assert result.applied == 200
+    assert result.conflicts == 0
+    assert {stored_row(table, u).state for u in users} == {SubscriptionState.ACTIVE}
+
+
+class TableReadEarlier(SubscriptionTable):
+    """The real table, except that its up-front read of the tenant returns
+    rows read earlier: what an instance sees when another one writes between
+    its read and its transaction."""
+
+    def __init__(self, table: SubscriptionTable, earlier: dict) -> None:
+        super().__init__(table._client)
+        self._earlier = earlier
+
+    def read_small_tenant(self, tenant_id: str, limit: int) -> dict | None:
+        return self._earlier
+
+
+def test_rows_read_up_front_that_went_stale_are_read_again(
+    table: SubscriptionTable, minter: Minter
+) -> None:
+    users = [str(uuid.uuid4()) for _ in range(60)]
+    CommandApplier(table).apply(minter.command(*((u, Action.REGISTER) for u in users)))
+    earlier = table.read_small_tenant(TENANT, 1000)
+    assert earlier is not None and len(earlier) == 60
+    CommandApplier(table).apply(minter.command((users[0], Action.DEREGISTER)))
+    latest = minter.command(*((u, Action.DEREGISTER) for u in users))
+
+    result = CommandApplier(TableReadEarlier(table, earlier)).apply(latest)
+
+    assert result.conflicts >= 1
+    assert result.applied == 60
+    assert {stored_row(table, u).version for u in users} == {latest.version}
+    assert events_by_command(table)[latest.command_id] == 60
+    assert _members_by_shard(table) == {}
