@@ -158,11 +158,26 @@ class PresenceTable:
         """Marks changes published by removing them from the outbox."""
         pk = partition_key(tenant_id, shard)
         for start in range(0, len(change_ids), MAX_TRANSACTION_ENTITIES):
+            keys = change_ids[start : start + MAX_TRANSACTION_ENTITIES]
             operations: list[Any] = [
-                ("delete", {"PartitionKey": pk, "RowKey": OUTBOX_PREFIX + change_id})
-                for change_id in change_ids[start : start + MAX_TRANSACTION_ENTITIES]
+                ("delete", {"PartitionKey": pk, "RowKey": OUTBOX_PREFIX + key})
+                for key in keys
             ]
-            table_transactions.submit(self._client, operations)
+            try:
+                table_transactions.submit(self._client, operations)
+            except table_transactions.RowNotFoundError:
+                # Another worker or the sweep cleared some of them already.
+                self._delete_each(pk, keys)
+
+    def _delete_each(self, pk: str, change_ids: list[str]) -> None:
+        for change_id in change_ids:
+            try:
+                # delete_entity treats a missing row as done.
+                self._client.delete_entity(pk, OUTBOX_PREFIX + change_id)
+            except AzureError as error:
+                raise StorageError(
+                    f"outbox row {change_id} not deleted: {error}"
+                ) from error
 
 
 def change_to_json(change: PresenceChange) -> str:

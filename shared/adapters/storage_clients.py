@@ -3,8 +3,11 @@ identity with service URIs (no shared keys in production)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import requests
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import (
     BinaryBase64DecodePolicy,
@@ -26,12 +29,41 @@ _TABLE_RETRY: dict[str, Any] = {
 }
 
 
+def _table_options() -> dict[str, Any]:
+    return {**_TABLE_RETRY, "transport": _transport()}
+
+
 def _queue_retry() -> dict[str, Any]:
     # ...the queue SDK its own, whose default first back-off is 15 s.
     return {
         "retry_policy": LinearRetry(backoff=1, random_jitter_range=0, retry_total=2),
         "connection_timeout": 5,
+        "transport": _transport(),
     }
+
+
+# Connections kept per storage host. azure-core's default of 10 is below the
+# host's concurrency (batchSize 16 plus newBatchThreshold, and the subscription
+# reader threads): beyond it connections are opened and thrown away.
+POOL_SIZE = 32
+
+_session_lock = threading.Lock()
+_session: requests.Session | None = None
+
+
+def _transport() -> RequestsTransport:
+    """A transport over one pooled session shared by every storage client of
+    this process."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=POOL_SIZE
+            )
+            _session.mount("http://", adapter)
+            _session.mount("https://", adapter)
+        return RequestsTransport(session=_session, session_owner=False)
 
 
 def _credential(settings: StorageSettings) -> Any:
@@ -46,11 +78,13 @@ def _credential(settings: StorageSettings) -> Any:
 def table_service(settings: StorageSettings) -> TableServiceClient:
     if settings.connection_string:
         return TableServiceClient.from_connection_string(
-            settings.connection_string, **_TABLE_RETRY
+            settings.connection_string, **_table_options()
         )
     assert settings.table_service_uri  # checked when settings were read
     return TableServiceClient(
-        settings.table_service_uri, credential=_credential(settings), **_TABLE_RETRY
+        settings.table_service_uri,
+        credential=_credential(settings),
+        **_table_options(),
     )
 
 
