@@ -1,5 +1,7 @@
 """The function app: composes one blueprint per concern, nothing else."""
 
+import logging
+
 import azure.functions as func
 
 from functions.command_worker import bp as command_worker
@@ -7,6 +9,10 @@ from functions.health import bp as health
 from functions.polling import bp as polling
 from functions.presence_api import bp as presence_api
 from functions.subscriptions_api import bp as subscriptions_api
+
+# The Azure SDKs log every request and response at INFO, the host's default
+# level: that costs CPU on every storage call and buries the app's own lines.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
