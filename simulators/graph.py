@@ -32,7 +32,7 @@ from simulators.graph_counters import RecordedCall
 from simulators.graph_http import make_server
 from simulators.graph_identity import PRESENCE_READ_ALL
 from simulators.graph_population import SimulatedPresence
-from simulators.graph_service import MISSING_AS_UNKNOWN, MISSING_OMIT, GraphService
+from simulators.graph_service import MISSING_MODES, MISSING_OMIT, GraphService
 from simulators.tls import make_loopback_tls
 
 logger = logging.getLogger(__name__)
@@ -228,6 +228,13 @@ class GraphSimulator:
         """These ids are left out of answers until :meth:`clear_faults`."""
         self.service.faults.omit_ids(user_ids)
 
+    def set_missing_users(self, mode: str) -> None:
+        """How ids of unknown users are answered: ``"omit"`` (left out),
+        ``"presence-unknown"``, or ``"reject"`` (404 for the whole call)."""
+        if mode not in MISSING_MODES:
+            raise ValueError(f"missing_users must be one of {MISSING_MODES}")
+        self.service.missing_users = mode
+
     def clear_faults(self) -> None:
         self.service.faults.clear()
 
@@ -270,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, default=1500)
     parser.add_argument(
         "--missing-users",
-        choices=[MISSING_OMIT, MISSING_AS_UNKNOWN],
+        choices=list(MISSING_MODES),
         default=MISSING_OMIT,
     )
     args = parser.parse_args(argv)

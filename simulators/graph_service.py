@@ -42,6 +42,10 @@ PRESENCE_PATH = "/v1.0/communications/getPresencesByUserId"
 # not say; the default leaves them out of "value" (see docs/graph-simulator.md).
 MISSING_OMIT = "omit"
 MISSING_AS_UNKNOWN = "presence-unknown"
+# The whole request is refused with 404 when it names an unknown user: how an
+# API that validates every id would answer (Graph's documentation is silent).
+MISSING_REJECT = "reject"
+MISSING_MODES = (MISSING_OMIT, MISSING_AS_UNKNOWN, MISSING_REJECT)
 _GUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -115,10 +119,8 @@ class GraphService:
         rate_window_seconds: float = 30.0,
         missing_users: str = MISSING_OMIT,
     ) -> None:
-        if missing_users not in (MISSING_OMIT, MISSING_AS_UNKNOWN):
-            raise ValueError(
-                f"missing_users must be {MISSING_OMIT!r} or {MISSING_AS_UNKNOWN!r}"
-            )
+        if missing_users not in MISSING_MODES:
+            raise ValueError(f"missing_users must be one of {MISSING_MODES}")
         self.population = Population(seed=seed)
         self.apps = AppDirectory()
         self.tokens = TokenIssuer(lifetime_seconds=token_lifetime_seconds)
@@ -369,6 +371,12 @@ class GraphService:
 
     def _presence_body(self, tenant_id: str, ids: list[str]) -> dict[str, Any]:
         found = self.population.lookup(tenant_id, ids)
+        if self.missing_users == MISSING_REJECT:
+            unknown = [user_id for user_id in ids if user_id not in found]
+            if unknown:
+                raise _GraphRefusal(
+                    404, "ItemNotFound", f"User '{unknown[0]}' was not found."
+                )
         omitted = self.faults.omitted_ids()
         value: list[dict[str, Any]] = []
         for user_id in dict.fromkeys(ids):  # Graph answers each id once

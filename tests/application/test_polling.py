@@ -412,3 +412,26 @@ def test_the_latest_presence_can_be_read_over_http(
         expected.activity,
     )
     assert get_presence(str(uuid.uuid4())).status_code == 404
+
+
+def test_a_user_graph_refuses_is_set_aside_and_the_rest_polled(
+    pipeline: Services,
+    poll_queue: QueueClient,
+    graph_simulator: GraphSimulator,
+    eventgrid_sink: EventGridSink,
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 40)
+    gone = users[17]
+    graph_simulator.remove_users(tenant, [gone])
+    graph_simulator.set_missing_users("reject")
+
+    run_cycle(pipeline, poll_queue)
+
+    published = {e["data"]["userId"] for e in eventgrid_sink.wait_for_events(39)}
+    assert published == set(users) - {gone}
+    stored = pipeline.subscriptions._client.get_entity(tenant, f"sub|{gone}")
+    assert "404" in stored["pollProblem"]
+    # Set aside: the next cycle makes one call for the shard, not a search.
+    graph_simulator.reset_counters()
+    run_cycle(pipeline, poll_queue)
+    assert graph_simulator.count("presence", tenant) == 1

@@ -27,6 +27,7 @@ def graph_simulator(graph_simulator_session: GraphSimulator) -> GraphSimulator:
     adds its own."""
     simulator = graph_simulator_session
     simulator.clear_faults()
+    simulator.set_missing_users("omit")
     simulator.set_change_rate(0.0)
     simulator.reset_counters()
     return simulator
