@@ -71,7 +71,8 @@ def api_errors(handler: Handler) -> Handler:
             )
             return problem_response(
                 problems.service_unavailable(
-                    "storage is unavailable; nothing was accepted, retry later"
+                    "storage is unavailable; the call may not have been "
+                    "accepted: retry it, with the same Idempotency-Key to be safe"
                 ),
                 path,
             )

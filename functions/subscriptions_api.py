@@ -157,7 +157,7 @@ def _accept(
         ),
         if_match=if_match,
         idempotency_key=key,
-        request_id=req.headers.get("x-request-id"),
+        request_id=requests.request_id(req.headers.get("x-request-id")),
     )
     try:
         acceptance = get_services().acceptor.accept(command_request, describe)

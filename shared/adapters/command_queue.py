@@ -53,9 +53,10 @@ class CommandQueue(MessageQueue):
     def send_command(self, command: SubscriptionCommand) -> None:
         self.send(command.to_message())
         logger.info(
-            "enqueued command %s tenant %s version %s (%d changes)",
+            "enqueued command %s tenant %s version %s (%d changes, request %s)",
             command.command_id,
             command.tenant_id,
             command.version,
             len(command.changes),
+            command.request_id or "-",
         )

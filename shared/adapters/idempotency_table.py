@@ -28,6 +28,10 @@ class IdempotencyRecord:
     enqueued: bool
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def _row_key(key: str) -> str:
     # Client keys may hold characters a RowKey forbids (/ \ # ?): hash them.
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -46,7 +50,7 @@ class IdempotencyTable:
             raise StorageError(f"idempotency lookup failed: {error}") from error
         return IdempotencyRecord(
             fingerprint=entity["fingerprint"],
-            message=entity["message"],
+            message=_text(entity["message"]),
             response=entity["response"],
             enqueued=bool(entity.get("enqueued")),
         )
@@ -57,7 +61,9 @@ class IdempotencyTable:
             "PartitionKey": tenant_id,
             "RowKey": _row_key(key),
             "fingerprint": record.fingerprint,
-            "message": record.message,
+            # Binary: a string property holds 32K characters, less than a
+            # 1,000-id batch command; a binary one holds 64 KiB.
+            "message": record.message.encode("utf-8"),
             "response": record.response,
             "enqueued": record.enqueued,
             "createdAt": datetime.now(UTC),

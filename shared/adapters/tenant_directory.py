@@ -11,7 +11,13 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage_errors import StorageError
@@ -48,20 +54,43 @@ class TenantDirectory:
             raise StorageError(f"tenants could not be listed: {error}") from error
 
     def cool_down(self, tenant_id: str, until: datetime) -> None:
-        try:
-            self._client.upsert_entity(
-                {
-                    "PartitionKey": _PARTITION,
-                    "RowKey": tenant_id,
-                    "coolDownUntil": until,
-                },
-                mode=UpdateMode.MERGE,
-            )
-        except AzureError as error:
-            raise StorageError(
-                f"cool-down for {tenant_id} not stored: {error}"
-            ) from error
-        logger.info("tenant %s cooling down until %s", tenant_id, until.isoformat())
+        """Extends the tenant's cool-down to ``until``; never shortens it, so a
+        short Retry-After seen by one instance cannot cut a long one short."""
+        entity = {
+            "PartitionKey": _PARTITION,
+            "RowKey": tenant_id,
+            "coolDownUntil": until,
+        }
+        for _ in range(5):
+            try:
+                current = self._client.get_entity(_PARTITION, tenant_id)
+            except ResourceNotFoundError:
+                current = None
+            except AzureError as error:
+                raise StorageError(f"tenant {tenant_id} not read: {error}") from error
+            if current is not None:
+                stored = current.get("coolDownUntil")
+                if isinstance(stored, datetime) and stored >= until:
+                    return
+            try:
+                if current is None:
+                    self._client.create_entity(entity)
+                else:
+                    self._client.update_entity(
+                        entity,
+                        mode=UpdateMode.MERGE,
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another instance wrote first: compare again
+            except AzureError as error:
+                raise StorageError(
+                    f"cool-down for {tenant_id} not stored: {error}"
+                ) from error
+            logger.info("tenant %s cooling down until %s", tenant_id, until.isoformat())
+            return
+        logger.warning("cool-down of tenant %s kept changing; left as is", tenant_id)
 
     def cool_down_until(self, tenant_id: str) -> datetime | None:
         try:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,17 @@ def idempotency_key(header: str | None) -> str | None:
             "Idempotency-Key",
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
         )
+    return header
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(header: str | None) -> str | None:
+    """A caller's correlation id, kept only if short and plain: it travels in
+    the queue message and the logs."""
+    if header is None or not _REQUEST_ID.match(header):
+        return None
     return header
 
 

@@ -88,9 +88,10 @@ class CommandApplier:
                 known,
             )
         logger.info(
-            "command %s tenant %s version %s: %d applied, skipped %s, "
-            "%d conflicts retried",
+            "command %s (request %s) tenant %s version %s: %d applied, "
+            "skipped %s, %d conflicts retried",
             command.command_id,
+            command.request_id or "-",
             command.tenant_id,
             command.version,
             result.applied,
@@ -172,7 +173,7 @@ class CommandApplier:
             shard = _move_between_shards(
                 change.user_id, current, outcome.new_state, allocator
             )
-            new = evolve(current, outcome, shard)
+            new = evolve(outcome, shard)
             write.subscriptions.append((new, stored.etag if stored else None))
             write.events.append(outcome)
         write.shards = allocator.changed_shards

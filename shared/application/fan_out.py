@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.adapters.command_queue import MessageQueue
 from shared.adapters.shard_leases import LeaseState, ShardLeases
+from shared.adapters.storage_errors import StorageError
 from shared.adapters.tenant_directory import TenantDirectory
 from shared.domain.polling import PollRequest
 
@@ -53,40 +54,56 @@ class PollFanOut:
         self._queued_lease = queued_lease
 
     def run(self) -> FanOutResult:
-        """Streams tenants and shards: memory stays flat however many."""
+        """Streams tenants and shards: memory stays flat however many.
+
+        A storage failure for one tenant is logged and the others still get
+        their polls; the run then fails, so the timer's failure is visible.
+        """
         result = FanOutResult()
+        failed: list[str] = []
         for tenant_id in self._tenants.tenant_ids():
             result.tenants += 1
-            for lease in self._leases.shards(tenant_id):
-                if lease.member_count == 0:
-                    continue
-                result.shards += 1
-                now = self._clock()
-                if lease.held_at(now):
-                    result.busy += 1
-                    continue
-                token = str(uuid.uuid4())
-                until = now + self._queued_lease
-                if not self._leases.take(lease, LeaseState.QUEUED, token, until):
-                    # The apply step may have changed the members in between:
-                    # look again once rather than skip the shard this cycle.
-                    fresh = self._leases.read(tenant_id, lease.number)
-                    if (
-                        fresh is None
-                        or fresh.held_at(now)
-                        or not self._leases.take(fresh, LeaseState.QUEUED, token, until)
-                    ):
-                        result.busy += 1
-                        continue
-                self._queue.send(
-                    PollRequest(tenant_id, lease.number, token).to_message()
-                )
-                result.enqueued += 1
+            try:
+                self._fan_out_tenant(tenant_id, result)
+            except StorageError as error:
+                logger.error("fan-out skipped tenant %s: %s", tenant_id, error)
+                failed.append(tenant_id)
         logger.info(
-            "fan-out: %d tenants, %d shards, %d poll messages, %d shards busy",
+            "fan-out: %d tenants, %d shards, %d poll messages, %d shards busy, "
+            "%d tenants failed",
             result.tenants,
             result.shards,
             result.enqueued,
             result.busy,
+            len(failed),
         )
+        if failed:
+            raise StorageError(
+                f"fan-out failed for {len(failed)} tenants: {failed[:5]}"
+            )
         return result
+
+    def _fan_out_tenant(self, tenant_id: str, result: FanOutResult) -> None:
+        for lease in self._leases.shards(tenant_id):
+            if lease.member_count == 0:
+                continue
+            result.shards += 1
+            now = self._clock()
+            if lease.held_at(now):
+                result.busy += 1
+                continue
+            token = str(uuid.uuid4())
+            until = now + self._queued_lease
+            if not self._leases.take(lease, LeaseState.QUEUED, token, until):
+                # The apply step may have changed the members in between:
+                # look again once rather than skip the shard this cycle.
+                fresh = self._leases.read(tenant_id, lease.number)
+                if (
+                    fresh is None
+                    or fresh.held_at(now)
+                    or not self._leases.take(fresh, LeaseState.QUEUED, token, until)
+                ):
+                    result.busy += 1
+                    continue
+            self._queue.send(PollRequest(tenant_id, lease.number, token).to_message())
+            result.enqueued += 1

@@ -41,13 +41,17 @@ from shared.domain.presence import PresenceChange, detect_change
 
 logger = logging.getLogger(__name__)
 
-# Long enough for one Graph call with its bounded retries and the writes.
-POLLING_LEASE = timedelta(minutes=2)
+# Longer than the worst case of one poll: the Graph call with its bounded
+# retries (4 attempts of up to 35 s, plus back-off and throttle waits), the
+# writes, and the publish.
+POLLING_LEASE = timedelta(minutes=5)
 # Users Graph refused as unknown are asked about again after this.
 NOT_FOUND_RECHECK = timedelta(hours=24)
 _RECORD_ATTEMPTS = 3
-# Graph answers these for a request naming a user it does not know.
-_UNKNOWN_USER_STATUSES = (400, 404)
+# A refusal is taken as naming an unknown user only if it says "not found" or
+# names one of the ids asked for; anything else (a wrong base URL, an API
+# change) fails the poll instead of setting every member aside.
+_NOT_FOUND_CODES = {"ItemNotFound", "ResourceNotFound", "Request_ResourceNotFound"}
 
 
 class PresenceSource(Protocol):
@@ -190,7 +194,7 @@ class ShardPoller:
         try:
             return self._graph.get_presences(tenant_id, user_ids)
         except GraphRequestError as error:
-            if error.status not in _UNKNOWN_USER_STATUSES:
+            if not _names_unknown_user(error, user_ids):
                 raise
             if len(user_ids) == 1:
                 self._set_aside(tenant_id, shard, user_ids[0], str(error))
@@ -201,6 +205,8 @@ class ShardPoller:
         )
 
     def _set_aside(self, tenant_id: str, shard: int, user_id: str, why: str) -> None:
+        # The note goes first: if marking fails, the retry finds the user
+        # still polled and sets it aside again, note and all.
         logger.warning(
             "shard %s/%d: Graph does not know user %s; not polled for %s: %s",
             tenant_id,
@@ -209,8 +215,8 @@ class ShardPoller:
             NOT_FOUND_RECHECK,
             why,
         )
-        self._presence.mark_not_found(tenant_id, shard, user_id, self._clock())
         self._subscriptions.record_poll_problem(tenant_id, user_id, why)
+        self._presence.mark_not_found(tenant_id, shard, user_id, self._clock())
 
     def _record(
         self,
@@ -280,3 +286,12 @@ class ShardPoller:
             request.tenant_id,
             request.shard,
         )
+
+
+def _names_unknown_user(error: GraphRequestError, user_ids: list[str]) -> bool:
+    if error.status not in (400, 404):
+        return False
+    if error.code in _NOT_FOUND_CODES:
+        return True
+    text = str(error).lower()
+    return any(user_id in text for user_id in user_ids)

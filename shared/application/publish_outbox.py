@@ -9,6 +9,7 @@ import logging
 from shared.adapters.eventgrid_publisher import EventGridPublisher, EventPublishError
 from shared.adapters.presence_table import PresenceTable
 from shared.adapters.shard_leases import ShardLeases
+from shared.adapters.storage_errors import StorageError
 from shared.adapters.tenant_directory import TenantDirectory
 from shared.domain.presence import PresenceChange
 
@@ -64,9 +65,18 @@ class OutboxSweep:
         self._outbox = outbox
 
     def run(self) -> int:
+        """A failing tenant is logged and the sweep goes on with the others;
+        the run then fails, so the timer's failure is visible."""
         published = 0
+        failed: list[str] = []
         for tenant_id in self._tenants.tenant_ids():
-            for lease in self._leases.shards(tenant_id):
-                published += self._outbox.sweep(tenant_id, lease.number)
+            try:
+                for lease in self._leases.shards(tenant_id):
+                    published += self._outbox.sweep(tenant_id, lease.number)
+            except StorageError as error:
+                logger.error("outbox sweep skipped tenant %s: %s", tenant_id, error)
+                failed.append(tenant_id)
         logger.info("outbox sweep published %d left-over events", published)
+        if failed:
+            raise StorageError(f"sweep failed for {len(failed)} tenants: {failed[:5]}")
         return published

@@ -64,9 +64,6 @@ class ShardAllocator:
             shard.members.remove(user_id)
             shard.changed = True
 
-    def knows(self, number: int) -> bool:
-        return number in self._shards
-
     @property
     def changed_shards(self) -> list[Shard]:
         return [s for s in self._shards.values() if s.changed]

@@ -9,7 +9,7 @@ order, any number of times, ends in the same state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -89,11 +89,9 @@ def decide(
     )
 
 
-def evolve(
-    current: Subscription | None, event: SubscriptionEvent, shard: int | None
-) -> Subscription:
+def evolve(event: SubscriptionEvent, shard: int | None) -> Subscription:
     """The state after an event; ``shard`` is where an active agent is polled."""
-    new = Subscription(
+    return Subscription(
         tenant_id=event.tenant_id,
         user_id=event.user_id,
         state=event.new_state,
@@ -102,4 +100,3 @@ def evolve(
         command_id=event.command_id,
         shard=shard if event.new_state is SubscriptionState.ACTIVE else None,
     )
-    return new if current is None else replace(current, **new.__dict__)

@@ -198,7 +198,7 @@ def test_a_conflicting_write_leaves_the_table_unchanged(
     event = decide(stored.subscription, late.changes[0], late)
     assert not isinstance(event, str)
     write = ApplyWrite(
-        subscriptions=[(evolve(stored.subscription, event, None), stored.etag)],
+        subscriptions=[(evolve(event, None), stored.etag)],
         events=[event],
         shards=[],
     )

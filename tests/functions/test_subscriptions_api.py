@@ -420,3 +420,17 @@ def test_bad_list_query_is_400(
 
     assert response.status_code == 400
     assert response_json(response)["field"] == field
+
+
+def test_a_full_batch_with_an_idempotency_key_is_accepted_and_replayed(
+    command_queue: QueueClient,
+) -> None:
+    users = [new_id() for _ in range(1000)]
+    headers = {"Idempotency-Key": "onboarding-1000"}
+
+    first = batch({"register": users}, headers)
+    again = batch({"register": users}, headers)
+
+    assert first.status_code == again.status_code == 202
+    assert response_json(again) == response_json(first)
+    assert queued(command_queue) == 1
