@@ -32,16 +32,14 @@ from bench.common import (
     Stack,
     bench_stack,
     configure_logging,
-    http,
     load_average,
-    receive,
     time_limit,
     timed,
     total,
     use_for_handlers,
-    user_functions,
     verdict,
 )
+from devtools.indexed_functions import http, receive, user_functions
 from shared import settings as settings_module
 from shared.adapters import storage_clients
 

@@ -11,8 +11,6 @@ is wrapped rather than a policy added.
 from __future__ import annotations
 
 import _thread
-import base64
-import json
 import logging
 import os
 import re
@@ -25,15 +23,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import azure.functions as func
 from azure.core.pipeline.transport import RequestsTransport
-from azure.functions.queue import QueueMessage
-from azure.storage.queue import QueueClient
 
 from devtools.azurite import Azurite, AzuriteEndpoints
 from shared import services as services_module
@@ -222,76 +215,7 @@ def use_for_handlers(services: Services | None) -> None:
 
 
 # ---- the Functions host's side ----------------------------------------------
-# The few lines of tests/support/functions_host.py the benchmarks need, kept
-# here so the benchmarks do not depend on test code.
-
-
-@cache
-def user_functions() -> dict[str, Callable[..., Any]]:
-    """The indexed functions of ``function_app``, by name."""
-    import function_app
-
-    app = function_app.app
-    # get_functions() keeps state and refuses a second call unless reset.
-    app.functions_bindings = {}
-    return {
-        str(f.get_function_name()): f.get_user_function() for f in app.get_functions()
-    }
-
-
-def http(
-    function_name: str,
-    method: str,
-    url: str,
-    route_params: dict[str, str],
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> func.HttpResponse:
-    """Calls an HTTP function with a ``func.HttpRequest``, as the host does."""
-    raw = b""
-    headers = dict(headers or {})
-    if body is not None:
-        raw = json.dumps(body).encode("utf-8")
-        headers.setdefault("Content-Type", "application/json")
-    request = func.HttpRequest(
-        method=method,
-        url=f"http://localhost:7071{url}",
-        headers=headers,
-        params={},
-        route_params=route_params,
-        body=raw,
-    )
-    response: func.HttpResponse = user_functions()[function_name](request)
-    return response
-
-
-def receive(
-    queue: QueueClient, limit: int = 32, visibility_timeout: int = 30
-) -> list[tuple[QueueMessage, Any]]:
-    """Up to ``limit`` messages in one request (a page of 32), decoded as the
-    host does (base64), each with the SDK message needed to delete it."""
-    received = queue.receive_messages(
-        max_messages=limit,
-        messages_per_page=min(32, limit),
-        visibility_timeout=visibility_timeout,
-    )
-    pairs = []
-    for message in received:
-        content = message.content
-        raw = content if isinstance(content, bytes) else base64.b64decode(content)
-        pairs.append(
-            (
-                QueueMessage(
-                    id=message.id,
-                    body=raw,
-                    pop_receipt=message.pop_receipt,
-                    dequeue_count=message.dequeue_count,
-                    insertion_time=message.inserted_on or datetime.now(UTC),
-                ),
-                message,
-            )
-        )
-    return pairs
+# devtools.indexed_functions calls the indexed functions as the host does.
 
 
 # ---- measuring ------------------------------------------------------------

@@ -41,12 +41,12 @@ from bench.common import (
     configure_logging,
     load_average,
     peak_memory,
-    receive,
     time_limit,
     timed,
     total,
     verdict,
 )
+from devtools.indexed_functions import receive
 from shared import settings as settings_module
 from shared.adapters import storage_clients
 from shared.adapters.eventgrid_publisher import EventGridPublisher
