@@ -366,7 +366,8 @@ class GraphPresenceClient:
             sequence = item.get("sequenceNumber")
             observed.append(
                 ObservedPresence(
-                    user_id=str(user_id),
+                    # GUIDs compare case-insensitively; ours are lower case.
+                    user_id=str(user_id).lower(),
                     presence=Presence(
                         # Open sets: whatever Graph says is kept as it is.
                         availability=str(item.get("availability") or "PresenceUnknown"),

@@ -286,19 +286,23 @@ class SubscriptionTable:
                 "e1": EVENT_PREFIX[:-1] + _PREFIX_END,
             },
         )
-        for entity in entities:
-            yield SubscriptionEvent(
-                event_type=EventType(entity["eventType"]),
-                tenant_id=entity["PartitionKey"],
-                user_id=entity["userId"],
-                version=entity["version"],
-                command_id=entity["commandId"],
-                occurred_at=entity["occurredAt"],
-            )
+        try:
+            for entity in entities:
+                yield SubscriptionEvent(
+                    event_type=EventType(entity["eventType"]),
+                    tenant_id=entity["PartitionKey"],
+                    user_id=entity["userId"],
+                    version=entity["version"],
+                    command_id=entity["commandId"],
+                    occurred_at=entity["occurredAt"],
+                )
+        except AzureError as error:
+            raise StorageError(f"event log of {tenant_id} not read: {error}") from error
 
     def record_poll_problem(self, tenant_id: str, user_id: str, problem: str) -> None:
         """Notes on the subscription why its presence cannot be read. Merges
-        only these columns; the apply step's next write re-reads the row."""
+        only these columns; the subscription's next change replaces the row
+        and with it the note."""
         entity = {
             "PartitionKey": tenant_id,
             "RowKey": sub_key(user_id),

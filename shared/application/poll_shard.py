@@ -164,9 +164,15 @@ class ShardPoller:
             if now - stored.not_found.get(user, datetime.min.replace(tzinfo=UTC))
             > NOT_FOUND_RECHECK
         ]
-        observed = self._fetch(tenant_id, shard, members, result)
+        asked = set(members)
+        # Only members: an id Graph adds on its own must not become a row.
+        observed = [
+            o
+            for o in self._fetch(tenant_id, shard, members, result)
+            if o.user_id in asked
+        ]
         observed_at = self._clock()
-        result.missing = len(set(members) - {o.user_id for o in observed})
+        result.missing = len(asked - {o.user_id for o in observed})
         if result.missing:
             logger.warning(
                 "shard %s/%d: %d members missing from Graph's answer keep their "
