@@ -84,11 +84,12 @@ def test_busy_port_is_a_clear_error(
     assert not (tmp_path / "local").exists()  # nothing was started
 
 
-def test_starts_storage_and_host_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
-    env = run_local_env(tmp_path)
-    del env["DEMO_AGENTS"]  # --no-demo alone must skip the demo
+def start_run_local(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """The run command as a child process, its output collected as it comes."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run_local", "--no-demo"],
+        [sys.executable, "-m", "devtools.run_local", *args],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -103,6 +104,13 @@ def test_starts_storage_and_host_and_stops_both_on_ctrl_c(tmp_path: Path) -> Non
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
+    return process, lines, reader
+
+
+def test_starts_storage_and_host_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
+    env = run_local_env(tmp_path)
+    del env["DEMO_AGENTS"]  # --no-demo alone must skip the demo
+    process, lines, reader = start_run_local(env, "--no-demo")
     try:
         api = f"http://127.0.0.1:{env['HOST_PORT']}/api"
         wait_for(
@@ -180,22 +188,7 @@ def test_demo_registers_agents_and_events_flow_then_ctrl_c_stops_all(
         POLL_SCHEDULE="*/2 * * * * *",
         OUTBOX_SWEEP_SCHEDULE="*/5 * * * * *",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run_local"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def collect() -> None:
-        assert process.stdout is not None
-        lines.extend(process.stdout)
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
+    process, lines, reader = start_run_local(env)
     session = requests.Session()
     session.trust_env = False  # loopback: no proxy, no REQUESTS_CA_BUNDLE
     api = f"http://127.0.0.1:{env['HOST_PORT']}/api"
