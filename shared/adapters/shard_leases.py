@@ -101,9 +101,9 @@ class ShardLeases:
         token: str,
         until: datetime,
         extra: dict[str, Any] | None = None,
-    ) -> bool:
-        """Sets the lease if the row is unchanged since ``lease`` was read;
-        False if another writer got there first."""
+    ) -> str | None:
+        """Sets the lease if the row is unchanged since ``lease`` was read and
+        returns the row's new ETag; None if another writer got there first."""
         entity = {
             "PartitionKey": lease.tenant_id,
             "RowKey": shard_key(lease.number),
@@ -113,7 +113,7 @@ class ShardLeases:
             **(extra or {}),
         }
         try:
-            self._client.update_entity(
+            written = self._client.update_entity(
                 entity,
                 mode=UpdateMode.MERGE,
                 etag=lease.etag,
@@ -121,12 +121,12 @@ class ShardLeases:
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
+            return None
         except AzureError as error:
             raise StorageError(
                 f"lease on shard {lease.tenant_id}/{lease.number} not written: {error}"
             ) from error
-        return True
+        return str(written["etag"])
 
 
 def _lease_from(tenant_id: str, entity: TableEntity) -> ShardLease:

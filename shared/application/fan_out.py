@@ -94,14 +94,14 @@ class PollFanOut:
                 continue
             token = str(uuid.uuid4())
             until = now + self._queued_lease
-            if not self._leases.take(lease, LeaseState.QUEUED, token, until):
+            if self._leases.take(lease, LeaseState.QUEUED, token, until) is None:
                 # The apply step may have changed the members in between:
                 # look again once rather than skip the shard this cycle.
                 fresh = self._leases.read(tenant_id, lease.number)
                 if (
                     fresh is None
                     or fresh.held_at(now)
-                    or not self._leases.take(fresh, LeaseState.QUEUED, token, until)
+                    or self._leases.take(fresh, LeaseState.QUEUED, token, until) is None
                 ):
                     result.busy += 1
                     continue

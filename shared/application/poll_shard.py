@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -111,14 +111,14 @@ class ShardPoller:
             until = self._clock() + timedelta(seconds=error.retry_after)
             self._tenants.cool_down(tenant_id, until)
             # The next cycle polls it again; nothing is owed from this one.
-            self._release(request, LeaseState.IDLE)
+            self._release(request, LeaseState.IDLE, lease)
             return PollResult(PollOutcome.COOLING_DOWN)
         except Exception:
             # Hand the shard back to this message: the host redelivers it after
             # the visibility timeout and any instance can claim it again.
-            self._release(request, LeaseState.QUEUED)
+            self._release(request, LeaseState.QUEUED, lease)
             raise
-        self._release(request, LeaseState.IDLE)
+        self._release(request, LeaseState.IDLE, lease)
         logger.info(
             "shard %s/%d polled: %d graph calls, %d changes in %d transactions, "
             "%d published, %d missing from the answer",
@@ -147,8 +147,12 @@ class ShardPoller:
                 self._release(request, LeaseState.IDLE)
                 return PollOutcome.COOLING_DOWN
             until = now + self._polling_lease
-            if self._leases.take(lease, LeaseState.POLLING, request.lease_token, until):
-                return lease
+            etag = self._leases.take(
+                lease, LeaseState.POLLING, request.lease_token, until
+            )
+            if etag is not None:
+                # Kept so that the release needs no second read of the row.
+                return replace(lease, state=LeaseState.POLLING, until=until, etag=etag)
             # The row changed under us (a membership change, or another
             # worker's claim): read again and decide again.
         return PollOutcome.ALREADY_POLLING
@@ -272,10 +276,15 @@ class ShardPoller:
             self._presence.table_name, f"{tenant_id}|{shard}", "presence rows"
         )
 
-    def _release(self, request: PollRequest, state: LeaseState) -> None:
-        """Frees the lease if this message still holds it."""
+    def _release(
+        self, request: PollRequest, state: LeaseState, held: ShardLease | None = None
+    ) -> None:
+        """Frees the lease if this message still holds it. ``held`` is the
+        lease as this worker last wrote it: tried first, without a read; if
+        the row changed since (a membership change), it is read again."""
         for _ in range(3):
-            lease = self._leases.read(request.tenant_id, request.shard)
+            lease = held or self._leases.read(request.tenant_id, request.shard)
+            held = None
             if lease is None or lease.token != request.lease_token:
                 return
             token = request.lease_token if state is LeaseState.QUEUED else ""
@@ -285,7 +294,7 @@ class ShardPoller:
             until = self._clock() + (
                 self._polling_lease if state is LeaseState.QUEUED else timedelta(0)
             )
-            if self._leases.take(lease, state, token, until, extra):
+            if self._leases.take(lease, state, token, until, extra) is not None:
                 return
         logger.warning(
             "shard %s/%d: lease not released; it expires on its own",
