@@ -1,52 +1,80 @@
 """Table Storage adapter for the presence read model and its outbox.
 
-One partition per poll shard (``<tenantId>|<shard>``) holds the latest
-presence of each member and the outbox of changes not yet published:
+One row per poll shard (partition ``<tenantId>|<shard>``, row ``snapshot``)
+holds the shard's whole state: the latest presence of each member, the
+outbox of changes not yet published, and the members set aside because Graph
+did not know them (the document format is in ``presence_snapshot``).
 
-    p|<userId>            latest presence (read model)
-    outbox|<changeId>     a change waiting for Event Grid
-
-A presence row and its outbox row are written in one transaction, so a change
-is either recorded and due for publishing, or not recorded at all.
+Why one row rather than a row per member: a poll then costs one point read
+and, only when something changed, one write, whatever the shard's size; and
+a change and its outbox entry are in the same row, so they are recorded
+together or not at all. Every write is guarded by the ETag the row was read
+with (or is an insert when there was none), so of two writers one wins and
+the other reads again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters import table_transactions
-from shared.adapters.storage_errors import MAX_TRANSACTION_ENTITIES, StorageError
-from shared.domain.presence import Presence, PresenceChange, StoredPresence
+from shared.adapters import presence_snapshot
+from shared.adapters.presence_snapshot import Snapshot
+from shared.adapters.storage_errors import ConcurrencyConflictError, StorageError
+from shared.domain.presence import PresenceChange, StoredPresence
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_PREFIX = "p|"
-OUTBOX_PREFIX = "outbox|"
-# A change writes two entities: its presence row and its outbox row.
-CHANGES_PER_TRANSACTION = MAX_TRANSACTION_ENTITIES // 2
+SNAPSHOT_ROW = "snapshot"
+# Changes a shard's outbox holds at most. Beyond it a poll leaves further
+# changes unrecorded (the next poll sees them again), which keeps the row far
+# under the 1 MiB entity cap even while Event Grid is down for long.
+OUTBOX_CAPACITY = 1000
+# Well under the 1 MiB entity cap (strings count two bytes a character).
+_MAX_SNAPSHOT_CHARS = 400_000
 
 
 def partition_key(tenant_id: str, shard: int) -> str:
     return f"{tenant_id}|{shard:05d}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardPresence:
-    """Everything stored in one shard's partition, with ETags."""
+    """A shard's snapshot as read, with the ETag that guards writing it back
+    (None: the row does not exist yet)."""
 
-    presence: dict[str, tuple[StoredPresence, str]] = field(default_factory=dict)
-    outbox: list[PresenceChange] = field(default_factory=list)
-    # Members Graph refused as unknown, and when: left out of polls for a while.
-    not_found: dict[str, datetime] = field(default_factory=dict)
-    # ETags of rows that exist, presence or not: a write must be guarded by it.
-    etags: dict[str, str] = field(default_factory=dict)
+    tenant_id: str
+    shard: int
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    etag: str | None = None
+
+    @property
+    def presence(self) -> Mapping[str, StoredPresence]:
+        return self.snapshot.presence
+
+    @property
+    def outbox(self) -> list[PresenceChange]:
+        return self.snapshot.outbox
+
+    @property
+    def not_found(self) -> Mapping[str, datetime]:
+        return self.snapshot.not_found
+
+    @property
+    def outbox_room(self) -> int:
+        return max(OUTBOX_CAPACITY - len(self.snapshot.outbox), 0)
 
 
 class PresenceTable:
@@ -55,197 +83,124 @@ class PresenceTable:
         self.table_name = client.table_name
 
     def read_shard(self, tenant_id: str, shard: int) -> ShardPresence:
-        """The whole partition in one query (at most 650 presence rows, plus
-        any outbox rows still waiting)."""
-        result = ShardPresence()
+        """One point read; an empty snapshot if the shard was never polled."""
         try:
-            entities = self._client.query_entities(
-                "PartitionKey eq @pk",
-                parameters={"pk": partition_key(tenant_id, shard)},
-                results_per_page=1000,
+            entity = self._client.get_entity(
+                partition_key(tenant_id, shard), SNAPSHOT_ROW
             )
-            for entity in entities:
-                row_key: str = entity["RowKey"]
-                if row_key.startswith(PRESENCE_PREFIX):
-                    user_id = row_key[len(PRESENCE_PREFIX) :]
-                    etag = str(entity.metadata["etag"])
-                    result.etags[user_id] = etag
-                    if entity.get("notFoundAt"):
-                        result.not_found[user_id] = entity["notFoundAt"]
-                    if entity.get("availability") is not None:
-                        result.presence[user_id] = (_stored_from(entity), etag)
-                elif row_key.startswith(OUTBOX_PREFIX):
-                    result.outbox.append(change_from_json(entity["change"]))
+        except ResourceNotFoundError:
+            return ShardPresence(tenant_id, shard)
         except AzureError as error:
             raise StorageError(
                 f"presence of shard {tenant_id}/{shard} not read: {error}"
             ) from error
-        return result
+        text = presence_snapshot.from_parts(entity)
+        return ShardPresence(
+            tenant_id,
+            shard,
+            presence_snapshot.decode(tenant_id, text),
+            str(entity.metadata["etag"]),
+        )
 
     def get(self, tenant_id: str, shard: int, user_id: str) -> StoredPresence | None:
-        try:
-            entity = self._client.get_entity(
-                partition_key(tenant_id, shard), PRESENCE_PREFIX + user_id
-            )
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            raise StorageError(f"presence of {user_id} not read: {error}") from error
-        if entity.get("availability") is None:
-            return None  # only a not-found mark so far
-        return _stored_from(entity)
+        return self.read_shard(tenant_id, shard).presence.get(user_id)
 
-    def pending_outbox(self, tenant_id: str, shard: int) -> list[PresenceChange]:
-        try:
-            return [
-                change_from_json(entity["change"])
-                for entity in self._client.query_entities(
-                    "PartitionKey eq @pk and RowKey ge @o0 and RowKey lt @o1",
-                    parameters={
-                        "pk": partition_key(tenant_id, shard),
-                        "o0": OUTBOX_PREFIX,
-                        "o1": OUTBOX_PREFIX[:-1] + "}",
-                    },
-                )
-            ]
-        except AzureError as error:
-            raise StorageError(
-                f"outbox of shard {tenant_id}/{shard} not read: {error}"
-            ) from error
+    def record(
+        self,
+        stored: ShardPresence,
+        changes: Iterable[PresenceChange],
+        members: Collection[str],
+        not_found: Mapping[str, datetime] | None = None,
+    ) -> ShardPresence:
+        """Writes the changes into the read model and the outbox, and marks
+        ``not_found`` members, in one write guarded by ``stored``'s ETag.
 
-    def record_changes(
-        self, shard: int, changes: list[tuple[PresenceChange, str | None]]
-    ) -> int:
-        """Writes each change's presence row (guarded by the ETag it was read
-        with, or inserted) and its outbox row; returns transactions made.
-
-        Changes are written in transactions of at most 50; a conflict raises
-        ConcurrencyConflictError and leaves that transaction unwritten.
+        Presence of users no longer in ``members`` is dropped on the way (a
+        deregistered agent's presence leaves with it). The caller keeps the
+        changes within ``stored.outbox_room``. Raises ConcurrencyConflictError
+        if the row changed since it was read; nothing is written then.
         """
-        transactions = 0
-        for start in range(0, len(changes), CHANGES_PER_TRANSACTION):
-            operations: list[Any] = []
-            for change, etag in changes[start : start + CHANGES_PER_TRANSACTION]:
-                operations.append(
-                    table_transactions.guarded_write(
-                        _presence_entity(shard, change), etag, UpdateMode.REPLACE
-                    )
-                )
-                operations.append(("upsert", _outbox_entity(shard, change)))
-            table_transactions.submit(self._client, operations)
-            transactions += 1
-        return transactions
-
-    def mark_not_found(
-        self, tenant_id: str, shard: int, user_id: str, when: datetime
-    ) -> None:
-        """Records that Graph refused the user as unknown."""
-        try:
-            self._client.upsert_entity(
-                {
-                    "PartitionKey": partition_key(tenant_id, shard),
-                    "RowKey": PRESENCE_PREFIX + user_id,
-                    "notFoundAt": when,
-                },
-                mode=UpdateMode.MERGE,
+        snapshot = Snapshot(
+            presence={
+                user: presence
+                for user, presence in stored.presence.items()
+                if user in members
+            },
+            outbox=list(stored.outbox),
+            not_found={
+                user: when for user, when in stored.not_found.items() if user in members
+            },
+        )
+        for change in changes:
+            snapshot.presence[change.user_id] = StoredPresence(
+                change.current, change.observed_at
             )
+            snapshot.outbox.append(change)
+        snapshot.not_found.update(not_found or {})
+        if len(snapshot.outbox) > OUTBOX_CAPACITY:
+            raise ValueError(
+                f"outbox of shard {stored.tenant_id}/{stored.shard} would hold "
+                f"{len(snapshot.outbox)} changes, over {OUTBOX_CAPACITY}"
+            )
+        return self._write(stored, snapshot)
+
+    def clear_published(
+        self, stored: ShardPresence, change_ids: Collection[str]
+    ) -> ShardPresence | None:
+        """Removes published changes from the outbox; returns the shard as
+        written, or None if the row changed meanwhile (re-read, then call
+        again: change ids are stable, so clearing is idempotent)."""
+        if not change_ids:
+            return stored
+        snapshot = Snapshot(
+            presence=dict(stored.presence),
+            outbox=[c for c in stored.outbox if c.change_id not in change_ids],
+            not_found=dict(stored.not_found),
+        )
+        if len(snapshot.outbox) == len(stored.outbox):
+            return stored  # someone else cleared them already
+        try:
+            return self._write(stored, snapshot)
+        except ConcurrencyConflictError:
+            return None
+
+    def _write(self, stored: ShardPresence, snapshot: Snapshot) -> ShardPresence:
+        text = presence_snapshot.encode(snapshot)
+        if len(text) > _MAX_SNAPSHOT_CHARS:
+            raise StorageError(
+                f"presence snapshot of shard {stored.tenant_id}/{stored.shard} "
+                f"is {len(text)} characters, over {_MAX_SNAPSHOT_CHARS}"
+            )
+        entity: dict[str, Any] = {
+            "PartitionKey": partition_key(stored.tenant_id, stored.shard),
+            "RowKey": SNAPSHOT_ROW,
+            **presence_snapshot.to_parts(text),
+        }
+        try:
+            if stored.etag is None:
+                written = self._client.create_entity(entity)
+            else:
+                # REPLACE drops parts a shorter document no longer needs.
+                # Without match_condition the SDK would ignore the ETag.
+                written = self._client.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=stored.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,  # a guarded update of a row gone meanwhile
+        ) as error:
+            raise ConcurrencyConflictError(
+                self.table_name, entity["PartitionKey"], SNAPSHOT_ROW
+            ) from error
         except AzureError as error:
             raise StorageError(
-                f"not-found mark for {user_id} failed: {error}"
+                f"presence of shard {stored.tenant_id}/{stored.shard} not "
+                f"written: {error}"
             ) from error
-
-    def delete_outbox(self, tenant_id: str, shard: int, change_ids: list[str]) -> None:
-        """Marks changes published by removing them from the outbox."""
-        pk = partition_key(tenant_id, shard)
-        for start in range(0, len(change_ids), MAX_TRANSACTION_ENTITIES):
-            keys = change_ids[start : start + MAX_TRANSACTION_ENTITIES]
-            operations: list[Any] = [
-                ("delete", {"PartitionKey": pk, "RowKey": OUTBOX_PREFIX + key})
-                for key in keys
-            ]
-            try:
-                table_transactions.submit(self._client, operations)
-            except table_transactions.RowNotFoundError:
-                # Another worker or the sweep cleared some of them already.
-                self._delete_each(pk, keys)
-
-    def _delete_each(self, pk: str, change_ids: list[str]) -> None:
-        for change_id in change_ids:
-            try:
-                # delete_entity treats a missing row as done.
-                self._client.delete_entity(pk, OUTBOX_PREFIX + change_id)
-            except AzureError as error:
-                raise StorageError(
-                    f"outbox row {change_id} not deleted: {error}"
-                ) from error
-
-
-def change_to_json(change: PresenceChange) -> str:
-    previous = change.previous
-    return json.dumps(
-        {
-            "tenantId": change.tenant_id,
-            "userId": change.user_id,
-            "availability": change.current.availability,
-            "activity": change.current.activity,
-            "sequenceNumber": change.current.sequence_number,
-            "previous": None
-            if previous is None
-            else {
-                "availability": previous.availability,
-                "activity": previous.activity,
-                "sequenceNumber": previous.sequence_number,
-            },
-            "observedAt": change.observed_at.isoformat(),
-        }
-    )
-
-
-def change_from_json(text: str) -> PresenceChange:
-    body = json.loads(text)
-    previous = body.get("previous")
-    return PresenceChange(
-        tenant_id=body["tenantId"],
-        user_id=body["userId"],
-        current=Presence(
-            body["availability"], body["activity"], body.get("sequenceNumber")
-        ),
-        previous=None
-        if previous is None
-        else Presence(
-            previous["availability"],
-            previous["activity"],
-            previous.get("sequenceNumber"),
-        ),
-        observed_at=datetime.fromisoformat(body["observedAt"]),
-    )
-
-
-def _presence_entity(shard: int, change: PresenceChange) -> dict[str, Any]:
-    entity: dict[str, Any] = {
-        "PartitionKey": partition_key(change.tenant_id, shard),
-        "RowKey": PRESENCE_PREFIX + change.user_id,
-        "availability": change.current.availability,
-        "activity": change.current.activity,
-        "observedAt": change.observed_at,
-    }
-    if change.current.sequence_number:
-        entity["sequenceNumber"] = change.current.sequence_number
-    return entity
-
-
-def _outbox_entity(shard: int, change: PresenceChange) -> dict[str, Any]:
-    return {
-        "PartitionKey": partition_key(change.tenant_id, shard),
-        "RowKey": OUTBOX_PREFIX + change.change_id,
-        "change": change_to_json(change),
-    }
-
-
-def _stored_from(entity: Any) -> StoredPresence:
-    return StoredPresence(
-        presence=Presence(
-            entity["availability"], entity["activity"], entity.get("sequenceNumber")
-        ),
-        observed_at=entity["observedAt"],
-    )
+        return ShardPresence(
+            stored.tenant_id, stored.shard, snapshot, str(written["etag"])
+        )

@@ -5,11 +5,11 @@ Why this is safe with any number of instances:
 
 * The worker claims the shard's lease (ETag-guarded) before calling Graph. A
   duplicate message, or a second worker, finds the lease taken and skips.
-* Presence rows are written guarded by the ETag they were read with, and an
-  observation older than the stored one (by ``sequenceNumber``, else by time)
-  never replaces it.
-* A change and its outbox row are one transaction; publishing happens after,
-  and whatever is not published stays in the outbox for the sweep.
+* The shard's presence snapshot is written guarded by the ETag it was read
+  with, and an observation older than the stored one (by ``sequenceNumber``,
+  else by time) never replaces it.
+* A change and its outbox entry are one write of that row; publishing happens
+  after, and whatever is not published stays in the outbox for the sweep.
 """
 
 from __future__ import annotations
@@ -26,18 +26,14 @@ from shared.adapters.graph_presence import (
     GraphThrottledError,
     ObservedPresence,
 )
-from shared.adapters.presence_table import (
-    CHANGES_PER_TRANSACTION,
-    PresenceTable,
-    ShardPresence,
-)
+from shared.adapters.presence_table import PresenceTable, ShardPresence
 from shared.adapters.shard_leases import LeaseState, ShardLease, ShardLeases
 from shared.adapters.storage_errors import ConcurrencyConflictError
 from shared.adapters.subscription_table import SubscriptionTable
 from shared.adapters.tenant_directory import TenantDirectory
 from shared.application.publish_outbox import OutboxPublisher
 from shared.domain.polling import PollRequest
-from shared.domain.presence import PresenceChange, detect_change
+from shared.domain.presence import detect_change
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +69,10 @@ class PollResult:
     outcome: PollOutcome
     graph_calls: int = 0
     changes: int = 0
-    transactions: int = 0
+    # Table writes of the shard's presence: one for a poll with changes.
+    writes: int = 0
+    # Changes left for a later poll because the outbox was full.
+    deferred: int = 0
     published: int = 0
     missing: int = 0
 
@@ -120,13 +119,13 @@ class ShardPoller:
             raise
         self._release(request, LeaseState.IDLE, lease)
         logger.info(
-            "shard %s/%d polled: %d graph calls, %d changes in %d transactions, "
+            "shard %s/%d polled: %d graph calls, %d changes in %d writes, "
             "%d published, %d missing from the answer",
             tenant_id,
             shard,
             result.graph_calls,
             result.changes,
-            result.transactions,
+            result.writes,
             result.published,
             result.missing,
         )
@@ -162,21 +161,19 @@ class ShardPoller:
         result = PollResult(PollOutcome.POLLED)
         stored = self._presence.read_shard(tenant_id, shard)
         now = self._clock()
-        members = [
+        asked = [
             user
             for user in lease.members
             if now - stored.not_found.get(user, datetime.min.replace(tzinfo=UTC))
             > NOT_FOUND_RECHECK
         ]
-        asked = set(members)
-        # Only members: an id Graph adds on its own must not become a row.
-        observed = [
-            o
-            for o in self._fetch(tenant_id, shard, members, result)
-            if o.user_id in asked
-        ]
+        refused: dict[str, datetime] = {}
+        answered = self._fetch(tenant_id, shard, asked, refused, result)
+        # Only members: an id Graph adds on its own must not become presence.
+        asked_set = set(asked)
+        observed = [o for o in answered if o.user_id in asked_set]
         observed_at = self._clock()
-        result.missing = len(asked - {o.user_id for o in observed})
+        result.missing = len(asked_set - {o.user_id for o in observed} - set(refused))
         if result.missing:
             logger.warning(
                 "shard %s/%d: %d members missing from Graph's answer keep their "
@@ -185,19 +182,23 @@ class ShardPoller:
                 shard,
                 result.missing,
             )
-        new_changes = self._record(
-            tenant_id, shard, observed, observed_at, stored, result
+        stored = self._record(
+            stored, observed, observed_at, set(lease.members), refused, result
         )
-        result.published = self._outbox.publish(
-            tenant_id, shard, stored.outbox + new_changes
-        )
+        result.published = self._outbox.publish_and_clear(stored)
         return result
 
     def _fetch(
-        self, tenant_id: str, shard: int, user_ids: list[str], result: PollResult
+        self,
+        tenant_id: str,
+        shard: int,
+        user_ids: list[str],
+        refused: dict[str, datetime],
+        result: PollResult,
     ) -> list[ObservedPresence]:
         """One Graph call; only if Graph refuses the request as naming an
-        unknown user is it split, to find and set aside that user."""
+        unknown user is it split, to find that user and add it to
+        ``refused``."""
         if not user_ids:
             return []
         result.graph_calls += 1
@@ -208,15 +209,17 @@ class ShardPoller:
                 raise
             if len(user_ids) == 1:
                 self._set_aside(tenant_id, shard, user_ids[0], str(error))
+                refused[user_ids[0]] = self._clock()
                 return []
         middle = len(user_ids) // 2
-        return self._fetch(tenant_id, shard, user_ids[:middle], result) + self._fetch(
-            tenant_id, shard, user_ids[middle:], result
-        )
+        return self._fetch(
+            tenant_id, shard, user_ids[:middle], refused, result
+        ) + self._fetch(tenant_id, shard, user_ids[middle:], refused, result)
 
     def _set_aside(self, tenant_id: str, shard: int, user_id: str, why: str) -> None:
-        # The note goes first: if marking fails, the retry finds the user
-        # still polled and sets it aside again, note and all.
+        # The note on the subscription goes first; the mark that stops polling
+        # the user is written with the poll's presence. If that write fails,
+        # the retry finds the user unknown again and notes it again.
         logger.warning(
             "shard %s/%d: Graph does not know user %s; not polled for %s: %s",
             tenant_id,
@@ -226,54 +229,68 @@ class ShardPoller:
             why,
         )
         self._subscriptions.record_poll_problem(tenant_id, user_id, why)
-        self._presence.mark_not_found(tenant_id, shard, user_id, self._clock())
 
     def _record(
         self,
-        tenant_id: str,
-        shard: int,
+        stored: ShardPresence,
         observed: list[ObservedPresence],
         observed_at: datetime,
-        stored: ShardPresence,
+        members: set[str],
+        refused: dict[str, datetime],
         result: PollResult,
-    ) -> list[PresenceChange]:
-        """Writes the changes, 50 to a transaction; returns those written."""
-        recorded: list[PresenceChange] = []
+    ) -> ShardPresence:
+        """Writes the changes and the refused members in one write, none when
+        nothing changed; returns the shard as stored after."""
         for attempt in range(1, _RECORD_ATTEMPTS + 1):
-            writes = []
-            for item in observed:
-                previous = stored.presence.get(item.user_id)
-                change = detect_change(
-                    tenant_id,
-                    item.user_id,
-                    item.presence,
-                    observed_at,
-                    previous[0] if previous else None,
+            changes = [
+                change
+                for item in observed
+                if (
+                    change := detect_change(
+                        stored.tenant_id,
+                        item.user_id,
+                        item.presence,
+                        observed_at,
+                        stored.presence.get(item.user_id),
+                    )
                 )
-                if change is not None:
-                    writes.append((change, stored.etags.get(item.user_id)))
-            try:
-                for start in range(0, len(writes), CHANGES_PER_TRANSACTION):
-                    chunk = writes[start : start + CHANGES_PER_TRANSACTION]
-                    result.transactions += self._presence.record_changes(shard, chunk)
-                    recorded += [change for change, _ in chunk]
-                result.changes = len(recorded)
-                return recorded
-            except ConcurrencyConflictError as conflict:
-                # Only a worker whose lease expired mid-poll writes here at the
-                # same time. Decide again against what is stored now: what
-                # this worker already wrote is no longer a change.
+                is not None
+            ]
+            if len(changes) > stored.outbox_room:
+                # Event Grid has been failing for long: the unrecorded changes
+                # are seen again by a later poll, once the outbox drains.
+                result.deferred = len(changes) - stored.outbox_room
                 logger.warning(
-                    "shard %s/%d: presence row %s changed concurrently "
-                    "(attempt %d); re-reading",
-                    tenant_id,
-                    shard,
-                    conflict.row_key,
+                    "shard %s/%d: outbox full; %d changes wait for a later poll",
+                    stored.tenant_id,
+                    stored.shard,
+                    result.deferred,
+                )
+                changes = changes[: stored.outbox_room]
+            if not changes and not refused:
+                return stored
+            try:
+                written = self._presence.record(stored, changes, members, refused)
+            except ConcurrencyConflictError:
+                # Only a worker whose lease expired mid-poll, or the sweep
+                # clearing the outbox, writes here at the same time. Decide
+                # again against what is stored now.
+                logger.warning(
+                    "shard %s/%d: presence changed concurrently (attempt %d); "
+                    "re-reading",
+                    stored.tenant_id,
+                    stored.shard,
                     attempt,
                 )
-                stored = self._presence.read_shard(tenant_id, shard)
+                stored = self._presence.read_shard(stored.tenant_id, stored.shard)
+                continue
+            result.changes = len(changes)
+            result.writes += 1
+            return written
         raise ConcurrencyConflictError(
-            self._presence.table_name, f"{tenant_id}|{shard}", "presence rows"
+            self._presence.table_name,
+            f"{stored.tenant_id}|{stored.shard}",
+            "presence snapshot",
         )
 
     def _release(

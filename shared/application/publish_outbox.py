@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 
 from shared.adapters.eventgrid_publisher import EventGridPublisher, EventPublishError
-from shared.adapters.presence_table import PresenceTable
+from shared.adapters.presence_table import PresenceTable, ShardPresence
 from shared.adapters.shard_leases import ShardLeases
 from shared.adapters.storage_errors import StorageError
 from shared.adapters.tenant_directory import TenantDirectory
-from shared.domain.presence import PresenceChange
 
 logger = logging.getLogger(__name__)
+
+_CLEAR_ATTEMPTS = 5
 
 
 class OutboxPublisher:
@@ -21,14 +22,16 @@ class OutboxPublisher:
         self._presence = presence
         self._publisher = publisher
 
-    def publish(self, tenant_id: str, shard: int, changes: list[PresenceChange]) -> int:
-        """Publishes and clears ``changes``; returns how many were published.
+    def publish_and_clear(self, stored: ShardPresence) -> int:
+        """Publishes the shard's outbox and clears what was delivered; returns
+        how many were published.
 
         On failure the delivered prefix is cleared and the rest stays in the
-        outbox for the sweep. A change published but not cleared (a crash in
-        between) is published again with the same event id, which subscribers
-        drop as a duplicate.
+        outbox for the next poll or the sweep. A change published but not
+        cleared (a crash in between) is published again with the same event
+        id, which subscribers drop as a duplicate.
         """
+        changes = stored.outbox
         if not changes:
             return 0
         try:
@@ -38,20 +41,33 @@ class OutboxPublisher:
             delivered = error.delivered
             logger.warning(
                 "shard %s/%d: %d of %d events left in the outbox for the sweep",
-                tenant_id,
-                shard,
+                stored.tenant_id,
+                stored.shard,
                 len(changes) - delivered,
                 len(changes),
             )
-        self._presence.delete_outbox(
-            tenant_id, shard, [c.change_id for c in changes[:delivered]]
-        )
+        self._clear(stored, {c.change_id for c in changes[:delivered]})
         return delivered
 
-    def sweep(self, tenant_id: str, shard: int) -> int:
-        return self.publish(
-            tenant_id, shard, self._presence.pending_outbox(tenant_id, shard)
+    def _clear(self, stored: ShardPresence, change_ids: set[str]) -> None:
+        # The row may change between the read and the clear (the poll worker
+        # recording, or the sweep clearing too): read again and clear again.
+        for _ in range(_CLEAR_ATTEMPTS):
+            if stored.etag is None:
+                return  # nothing was ever recorded
+            if self._presence.clear_published(stored, change_ids) is not None:
+                return
+            stored = self._presence.read_shard(stored.tenant_id, stored.shard)
+        logger.warning(
+            "shard %s/%d: published events not cleared after %d attempts; "
+            "they will be published again under the same ids",
+            stored.tenant_id,
+            stored.shard,
+            _CLEAR_ATTEMPTS,
         )
+
+    def sweep(self, tenant_id: str, shard: int) -> int:
+        return self.publish_and_clear(self._presence.read_shard(tenant_id, shard))
 
 
 class OutboxSweep:
