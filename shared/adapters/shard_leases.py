@@ -24,7 +24,8 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
-from shared.adapters.storage_errors import StorageError
+from shared.adapters import table_transactions
+from shared.adapters.storage_errors import ConcurrencyConflictError, StorageError
 from shared.adapters.subscription_table import SHARD_PREFIX, shard_key
 
 logger = logging.getLogger(__name__)
@@ -75,16 +76,28 @@ class ShardLeases:
         except AzureError as error:
             raise StorageError(f"shards of {tenant_id} not listed: {error}") from error
 
+    def of_tenant(self, tenant_id: str, shard_count: int | None) -> list[ShardLease]:
+        """The tenant's shards, lease columns only. With the tenant's shard
+        count they are point reads by key: a range query would make the
+        service (and Azurite, which scans) walk the subscription rows too."""
+        if shard_count is None:
+            return list(self.shards(tenant_id))
+        return [
+            lease
+            for number in range(shard_count)
+            if (lease := self.lease(tenant_id, number)) is not None
+        ]
+
+    def lease(self, tenant_id: str, number: int) -> ShardLease | None:
+        """One shard's lease columns (a point read; members left out)."""
+        entity = self._get(tenant_id, number, _LEASE_COLUMNS)
+        return None if entity is None else _lease_from(tenant_id, entity)
+
     def read(self, tenant_id: str, number: int) -> ShardLease | None:
         """One shard with its members."""
-        try:
-            entity = self._client.get_entity(tenant_id, shard_key(number))
-        except ResourceNotFoundError:
+        entity = self._get(tenant_id, number, None)
+        if entity is None:
             return None
-        except AzureError as error:
-            raise StorageError(
-                f"shard {tenant_id}/{number} not read: {error}"
-            ) from error
         members = entity.get("members") or ""
         lease = _lease_from(tenant_id, entity)
         return ShardLease(
@@ -93,6 +106,48 @@ class ShardLeases:
                 "members": tuple(members.split(",") if members else ()),
             }
         )
+
+    def _get(
+        self, tenant_id: str, number: int, columns: list[str] | None
+    ) -> TableEntity | None:
+        try:
+            return self._client.get_entity(tenant_id, shard_key(number), select=columns)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(
+                f"shard {tenant_id}/{number} not read: {error}"
+            ) from error
+
+    def take_all(
+        self,
+        leases: list[ShardLease],
+        state: LeaseState,
+        tokens: dict[int, str],
+        until: datetime,
+    ) -> bool:
+        """Sets the leases of one tenant's shards in one transaction (at most
+        100), each guarded by the ETag it was read with: all are taken, or,
+        if any row changed meanwhile, none (False)."""
+        operations: list[Any] = [
+            table_transactions.guarded_write(
+                {
+                    "PartitionKey": lease.tenant_id,
+                    "RowKey": shard_key(lease.number),
+                    "leaseState": state.value,
+                    "leaseToken": tokens[lease.number],
+                    "leaseUntil": until,
+                },
+                lease.etag,
+                UpdateMode.MERGE,
+            )
+            for lease in leases
+        ]
+        try:
+            table_transactions.submit(self._client, operations)
+        except (ConcurrencyConflictError, table_transactions.RowNotFoundError):
+            return False
+        return True
 
     def take(
         self,

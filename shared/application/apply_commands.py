@@ -123,10 +123,12 @@ class CommandApplier:
                 self._apply_chunk(command, changes[middle:], result, known)
                 return
             if write.entity_count:
-                if self._tenants and any(s.etag is None for s in write.shards):
+                opened = [s.number for s in write.shards if s.etag is None]
+                if self._tenants and opened:
                     # Before the shard exists, so the fan-out can never miss
-                    # it; harmless if the transaction then fails.
-                    self._tenants.ensure(command.tenant_id)
+                    # it; harmless if the transaction then fails (the fan-out
+                    # finds no row under that number and passes over it).
+                    self._tenants.ensure(command.tenant_id, max(opened) + 1)
                 try:
                     self._table.commit(command.tenant_id, write)
                 except ConcurrencyConflictError as conflict:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.adapters.command_queue import MessageQueue
-from shared.adapters.shard_leases import LeaseState, ShardLeases
-from shared.adapters.storage_errors import StorageError
-from shared.adapters.tenant_directory import TenantDirectory
+from shared.adapters.shard_leases import LeaseState, ShardLease, ShardLeases
+from shared.adapters.storage_errors import MAX_TRANSACTION_ENTITIES, StorageError
+from shared.adapters.tenant_directory import TenantDirectory, TenantEntry
 from shared.domain.polling import PollRequest
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 # wait; if the message is lost (enqueue failed, poisoned) the shard is free
 # again after this.
 QUEUED_LEASE = timedelta(minutes=2)
+# Tenants fanned out at once. Each tenant's work is a chain of round trips
+# (read its shards, take their leases, enqueue), so a few in parallel keep
+# storage busy instead of waiting on one tenant at a time.
+PARALLEL_TENANTS = 8
 
 
 @dataclass
@@ -36,6 +41,14 @@ class FanOutResult:
     shards: int = 0
     enqueued: int = 0
     busy: int = 0
+    cooling: int = 0  # tenants skipped because Graph asked them to wait
+
+    def add(self, other: FanOutResult) -> None:
+        self.tenants += other.tenants
+        self.shards += other.shards
+        self.enqueued += other.enqueued
+        self.busy += other.busy
+        self.cooling += other.cooling
 
 
 class PollFanOut:
@@ -46,32 +59,52 @@ class PollFanOut:
         poll_queue: MessageQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         queued_lease: timedelta = QUEUED_LEASE,
+        parallel_tenants: int = PARALLEL_TENANTS,
     ) -> None:
         self._tenants = tenants
         self._leases = leases
         self._queue = poll_queue
         self._clock = clock
         self._queued_lease = queued_lease
+        self._parallel_tenants = parallel_tenants
 
     def run(self) -> FanOutResult:
-        """Streams tenants and shards: memory stays flat however many.
+        """Streams tenants, a few at a time: memory stays flat however many.
 
         A storage failure for one tenant is logged and the others still get
         their polls; the run then fails, so the timer's failure is visible.
         """
         result = FanOutResult()
         failed: list[str] = []
-        for tenant_id in self._tenants.tenant_ids():
-            result.tenants += 1
-            try:
-                self._fan_out_tenant(tenant_id, result)
-            except StorageError as error:
-                logger.error("fan-out skipped tenant %s: %s", tenant_id, error)
-                failed.append(tenant_id)
+
+        def collect(
+            done: set[Future[FanOutResult]], tenant_of: dict[Future[FanOutResult], str]
+        ) -> None:
+            for future in done:
+                tenant_id = tenant_of.pop(future)
+                try:
+                    result.add(future.result())
+                except StorageError as error:
+                    logger.error("fan-out skipped tenant %s: %s", tenant_id, error)
+                    failed.append(tenant_id)
+
+        with ThreadPoolExecutor(
+            self._parallel_tenants, thread_name_prefix="fan-out"
+        ) as pool:
+            # Tenants are read as they are needed: at most twice the pool's
+            # width waits in memory, however many tenants there are.
+            tenant_of: dict[Future[FanOutResult], str] = {}
+            for entry in self._tenants.tenants():
+                if len(tenant_of) >= 2 * self._parallel_tenants:
+                    done, _ = wait(tenant_of, return_when=FIRST_COMPLETED)
+                    collect(done, tenant_of)
+                tenant_of[pool.submit(self._fan_out_tenant, entry)] = entry.tenant_id
+            collect(wait(tenant_of).done, tenant_of)
         logger.info(
-            "fan-out: %d tenants, %d shards, %d poll messages, %d shards busy, "
-            "%d tenants failed",
+            "fan-out: %d tenants (%d cooling down), %d shards, %d poll messages, "
+            "%d shards busy, %d tenants failed",
             result.tenants,
+            result.cooling,
             result.shards,
             result.enqueued,
             result.busy,
@@ -83,27 +116,57 @@ class PollFanOut:
             )
         return result
 
-    def _fan_out_tenant(self, tenant_id: str, result: FanOutResult) -> None:
-        for lease in self._leases.shards(tenant_id):
+    def _fan_out_tenant(self, tenant: TenantEntry) -> FanOutResult:
+        result = FanOutResult(tenants=1)
+        now = self._clock()
+        if tenant.cool_down_until is not None and tenant.cool_down_until > now:
+            # The poll would only find the tenant cooling down: skip the work.
+            result.cooling = 1
+            return result
+        free: list[ShardLease] = []
+        for lease in self._leases.of_tenant(tenant.tenant_id, tenant.shard_count):
             if lease.member_count == 0:
                 continue
             result.shards += 1
-            now = self._clock()
             if lease.held_at(now):
                 result.busy += 1
-                continue
-            token = str(uuid.uuid4())
-            until = now + self._queued_lease
-            if self._leases.take(lease, LeaseState.QUEUED, token, until) is None:
-                # The apply step may have changed the members in between:
-                # look again once rather than skip the shard this cycle.
-                fresh = self._leases.read(tenant_id, lease.number)
-                if (
-                    fresh is None
-                    or fresh.held_at(now)
-                    or self._leases.take(fresh, LeaseState.QUEUED, token, until) is None
-                ):
-                    result.busy += 1
-                    continue
-            self._queue.send(PollRequest(tenant_id, lease.number, token).to_message())
-            result.enqueued += 1
+            else:
+                free.append(lease)
+        tokens = {lease.number: str(uuid.uuid4()) for lease in free}
+        until = now + self._queued_lease
+        for start in range(0, len(free), MAX_TRANSACTION_ENTITIES):
+            chunk = free[start : start + MAX_TRANSACTION_ENTITIES]
+            # One transaction takes every free lease of the chunk; if any row
+            # changed since it was read (the apply step moved members), take
+            # them one by one instead.
+            if self._leases.take_all(chunk, LeaseState.QUEUED, tokens, until):
+                taken = chunk
+            else:
+                taken = [
+                    lease
+                    for lease in chunk
+                    if self._take_one(lease, tokens[lease.number], until, now)
+                ]
+            result.busy += len(chunk) - len(taken)
+            for lease in taken:
+                request = PollRequest(
+                    tenant.tenant_id, lease.number, tokens[lease.number]
+                )
+                self._queue.send(request.to_message())
+                result.enqueued += 1
+        return result
+
+    def _take_one(
+        self, lease: ShardLease, token: str, until: datetime, now: datetime
+    ) -> bool:
+        if self._leases.take(lease, LeaseState.QUEUED, token, until) is not None:
+            return True
+        # The apply step may have changed the members in between: look again
+        # once rather than skip the shard this cycle.
+        fresh = self._leases.lease(lease.tenant_id, lease.number)
+        return (
+            fresh is not None
+            and fresh.member_count > 0
+            and not fresh.held_at(now)
+            and self._leases.take(fresh, LeaseState.QUEUED, token, until) is not None
+        )

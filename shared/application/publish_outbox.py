@@ -85,13 +85,17 @@ class OutboxSweep:
         the run then fails, so the timer's failure is visible."""
         published = 0
         failed: list[str] = []
-        for tenant_id in self._tenants.tenant_ids():
+        for tenant in self._tenants.tenants():
             try:
-                for lease in self._leases.shards(tenant_id):
-                    published += self._outbox.sweep(tenant_id, lease.number)
+                for lease in self._leases.of_tenant(
+                    tenant.tenant_id, tenant.shard_count
+                ):
+                    published += self._outbox.sweep(tenant.tenant_id, lease.number)
             except StorageError as error:
-                logger.error("outbox sweep skipped tenant %s: %s", tenant_id, error)
-                failed.append(tenant_id)
+                logger.error(
+                    "outbox sweep skipped tenant %s: %s", tenant.tenant_id, error
+                )
+                failed.append(tenant.tenant_id)
         logger.info("outbox sweep published %d left-over events", published)
         if failed:
             raise StorageError(f"sweep failed for {len(failed)} tenants: {failed[:5]}")
