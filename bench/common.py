@@ -22,7 +22,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -109,13 +109,19 @@ class RequestCounter:
         path = url.path
         if url.port == self._table_port:
             if path.endswith("/$batch"):
-                body = getattr(request, "data", None) or b""
+                body = (
+                    getattr(request, "data", None)
+                    or getattr(request, "content", None)
+                    or b""
+                )
                 match = _BATCH_TABLE.search(body if isinstance(body, bytes) else b"")
                 table = match.group(1).decode() if match else "unknown"
                 return f"table.transaction.{table}"
             if path.endswith("/Tables") or "/Tables(" in path:
                 return "table.admin"
-            return "table.read" if method == "GET" else "table.write"
+            table = path.rstrip("/").rsplit("/", 1)[-1].split("(", 1)[0]
+            kind = "table.read" if method == "GET" else "table.write"
+            return f"{kind}.{table}"
         if url.port == self._queue_port:
             if path.endswith("/messages"):
                 return {"POST": "queue.send", "GET": "queue.receive"}.get(
@@ -142,6 +148,8 @@ class Stack:
     graph: GraphSimulator | None
     sink: EventGridSink | None
     azurite_pid: int | None = None
+    # The app settings as environment variables, for worker processes.
+    env: dict[str, str] = field(default_factory=dict)
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds used so far by this process (all threads, simulators
@@ -190,7 +198,13 @@ def bench_stack(with_graph: bool, with_sink: bool, seed: int = 7) -> Iterator[St
         counter.install()
         stack.callback(counter.uninstall)
         yield Stack(
-            endpoints, Settings.from_environ(env), counter, graph, sink, azurite_pid
+            endpoints,
+            Settings.from_environ(env),
+            counter,
+            graph,
+            sink,
+            azurite_pid,
+            env,
         )
 
 

@@ -3,8 +3,11 @@
     python -m bench.poll_cycle --subscriptions 100000 --tenants 50 \\
         --change 0.05 --latency-ms 100
 
-A cycle is ``fan_out.run()`` and then the poll queue drained by a pool of
-workers (the host runs many in parallel: batchSize 16 per instance). The main
+A cycle is ``fan_out.run()`` with the poll queue drained by a pool of workers
+alongside it, as the host's workers take messages as soon as they are
+enqueued (the host runs many in parallel: batchSize 16 per instance). The
+warm-up cycle runs the two one after the other, so that the fan-out's
+memory peak is its own. The main
 thread receives messages in pages of 32 and hands each to the pool, which
 polls the shard and deletes the message once the poll returned, as the host
 does. Graph calls are counted by the simulator, storage requests at the
@@ -27,13 +30,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
-from azure.storage.queue import QueueMessage as QueueMessageSdk
 
 from bench.common import (
     Stack,
@@ -46,7 +49,8 @@ from bench.common import (
     total,
     verdict,
 )
-from devtools.indexed_functions import receive
+from bench.poll_drain import drain
+from bench.poll_processes import DrainOutcome, WorkerProcesses
 from shared import settings as settings_module
 from shared.adapters import storage_clients
 from shared.adapters.eventgrid_publisher import EventGridPublisher
@@ -54,7 +58,6 @@ from shared.adapters.graph_presence import GraphPresenceClient
 from shared.adapters.shard_leases import LeaseState
 from shared.application.poll_shard import PollResult
 from shared.domain.commands import Action, Change, SubscriptionCommand
-from shared.domain.polling import PollRequest
 from shared.domain.presence import Presence, StoredPresence, detect_change
 from shared.domain.shards import SHARD_CAPACITY
 from shared.domain.versions import VersionClock
@@ -88,9 +91,13 @@ class Cycle:
     cpu: tuple[float, float] = (0.0, 0.0)
     fan_out_peak_bytes: int | None = None
     failures: int = 0
+    # Set when the drain ran alongside the fan-out: the whole cycle's time.
+    overlapped_s: float | None = None
 
     @property
     def wall_s(self) -> float:
+        if self.overlapped_s is not None:
+            return self.overlapped_s
         return self.fan_out_s + self.drain_s
 
 
@@ -142,64 +149,22 @@ def release_all(services: Services, poll_queue: QueueClient) -> None:
 # ---- one cycle ---------------------------------------------------------------
 
 
-def drain(
-    services: Services, queue: QueueClient, expected: int, workers: int
-) -> tuple[list[PollResult], int]:
-    """Polls every message; returns the results and how many polls failed.
-    A failed poll is treated as the host treats it: the message is not
-    deleted but made visible again after host.json's visibilityTimeout, and
-    polled again when it comes back."""
-    results: list[PollResult] = []
-    failures = 0
-    lock = threading.Lock()
+Drainer = Callable[[Callable[[], int | None]], DrainOutcome]
 
-    def poll(body: bytes, raw: QueueMessageSdk) -> None:
-        nonlocal failures
-        try:
-            result = services.poller.poll(
-                PollRequest.from_message(body.decode("utf-8"))
-            )
-        except Exception as error:
-            logger.warning("poll failed, redelivered in %d s: %s", RETRY_S, error)
-            with lock:
-                failures += 1
-            queue.update_message(raw, visibility_timeout=RETRY_S)
-            return
-        queue.delete_message(raw)
-        with lock:
-            results.append(result)
 
-    idle = 0
-    with ThreadPoolExecutor(workers, thread_name_prefix="poll-worker") as pool:
-        pending: list[Future[None]] = []
-        while idle < MAX_IDLE_RECEIVES:
-            with lock:
-                if len(results) >= expected:
-                    break
-            # Like the host: fetch more only when few are in flight, so no
-            # message waits in a local backlog while its visibility runs out.
-            in_flight = sum(not f.done() for f in pending)
-            if in_flight > workers // 2:
-                time.sleep(0.02)
-                continue
-            batch = receive(queue, workers - in_flight, VISIBILITY_S)
-            if not batch:
-                idle += 1
-                time.sleep(0.2)  # as the host backs off polling an empty queue
-                continue
-            idle = 0
-            pending += [pool.submit(poll, m.get_body(), raw) for m, raw in batch]
-        for future in pending:
-            future.result()
-    return results, failures
+def in_process_drainer(services: Services, queue: QueueClient, workers: int) -> Drainer:
+    def run(expected: Callable[[], int | None]) -> DrainOutcome:
+        results, failures = drain(services, queue, expected, workers)
+        return DrainOutcome(results, failures)
+
+    return run
 
 
 def run_cycle(
     name: str,
     stack: Stack,
     services: Services,
-    queue: QueueClient,
-    workers: int,
+    drainer: Drainer,
     measure_memory: bool = False,
 ) -> Cycle:
     assert stack.graph is not None and stack.sink is not None
@@ -210,18 +175,32 @@ def run_cycle(
     storage_before = stack.counter.snapshot()
     cpu_before = stack.cpu()
     if measure_memory:
+        # Alone, so that the peak is the fan-out's and nothing else's.
         (fan_out, cycle.fan_out_peak_bytes), cycle.fan_out_s = timed(
             lambda: peak_memory(services.fan_out.run)
         )
+        cycle.enqueued = fan_out.enqueued
+        drained, cycle.drain_s = timed(lambda: drainer(lambda: fan_out.enqueued))
     else:
-        fan_out, cycle.fan_out_s = timed(services.fan_out.run)
-    cycle.enqueued = fan_out.enqueued
-    (cycle.results, cycle.failures), cycle.drain_s = timed(
-        lambda: drain(services, queue, fan_out.enqueued, workers)
-    )
+        with ThreadPoolExecutor(1, thread_name_prefix="fan-out-timer") as timer:
+            started = time.perf_counter()
+            running = timer.submit(timed, services.fan_out.run)
+
+            def enqueued() -> int | None:
+                return running.result()[0].enqueued if running.done() else None
+
+            drained, cycle.drain_s = timed(lambda: drainer(enqueued))
+            result, cycle.fan_out_s = running.result()
+            cycle.enqueued = result.enqueued
+            # From the tick until the last poll is done.
+            cycle.overlapped_s = time.perf_counter() - started
+    cycle.results, cycle.failures = drained.results, drained.failures
     cpu_after = stack.cpu()
-    cycle.cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
-    cycle.storage = stack.counter.since(storage_before)
+    cycle.cpu = (
+        cpu_after[0] - cpu_before[0] + drained.cpu_s,
+        cpu_after[1] - cpu_before[1],
+    )
+    cycle.storage = stack.counter.since(storage_before) + drained.storage
     cycle.graph_calls = stack.graph.count("presence")
     cycle.eventgrid_requests = len(stack.sink.requests) - requests_before
     cycle.events = len(stack.sink.events) - events_before
@@ -311,7 +290,9 @@ def describe(cycle: Cycle, minimum_calls: int) -> list[str]:
     return [
         f"## {cycle.name}",
         f"  wall {cycle.wall_s:.2f} s (fan-out {cycle.fan_out_s:.2f} s, "
-        f"{cycle.enqueued} poll messages; drain {cycle.drain_s:.2f} s); CPU: "
+        f"{cycle.enqueued} poll messages; drain {cycle.drain_s:.2f} s"
+        f"{', alongside the fan-out' if cycle.overlapped_s is not None else ''}"
+        "); CPU: "
         f"benchmark process (workers, SDKs, in-process Graph simulator and sink) "
         f"{python_cpu:.1f} s, Azurite {azurite_cpu:.1f} s",
         f"  poll outcomes {dict(outcomes)}; failed polls redelivered "
@@ -320,13 +301,23 @@ def describe(cycle: Cycle, minimum_calls: int) -> list[str]:
         f"{sum(r.published for r in cycle.results)}",
         f"  Graph presence calls {cycle.graph_calls} (minimum {minimum_calls})",
         f"  table transactions: presence {presence_tx}, other "
-        f"{total(storage, 'table.transaction') - presence_tx}; single-row writes "
-        f"(shard leases) {total(storage, 'table.write')}; reads "
-        f"{total(storage, 'table.read')}",
+        f"{total(storage, 'table.transaction') - presence_tx}",
+        f"  single-row writes: {per_table(storage, 'table.write')}",
+        f"  point reads and queries: {per_table(storage, 'table.read')}",
         f"  queue: sends {storage['queue.send']}, receives "
         f"{storage['queue.receive']}, deletes {storage['queue.delete']}",
         f"  Event Grid: {cycle.eventgrid_requests} requests, {cycle.events} events",
     ]
+
+
+def per_table(storage: Counter[str], prefix: str) -> str:
+    """E.g. ``presence 200, subscriptions 400`` for ``table.write``."""
+    counts = {
+        kind.removeprefix(prefix + "."): count
+        for kind, count in sorted(storage.items())
+        if kind.startswith(prefix + ".")
+    }
+    return ", ".join(f"{table} {count}" for table, count in counts.items()) or "none"
 
 
 def describe_naive(
@@ -367,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--change", type=float, default=0.05)
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=16, help="concurrent polls in all"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes sharing --workers (FUNCTIONS_WORKER_PROCESS_COUNT)",
+    )
     parser.add_argument(
         "--small", type=int, default=10_000, help="fan-out memory comparison point"
     )
@@ -417,27 +416,36 @@ def measure(stack: Stack, args: argparse.Namespace) -> list[str]:
     _, register_rest_s = timed(lambda: register(services, rest, args.register_threads))
 
     graph.set_latency_ms(args.latency_ms)
-    warm = run_cycle(
-        "Warm-up cycle (first observation: everyone is a change)",
-        stack,
-        services,
-        queue,
-        args.workers,
-        measure_memory=True,
-    )
-    graph.set_change_rate(args.change)
-    changed_users = graph.advance()
-    changed = run_cycle(
-        f"Measured cycle with changes ({changed_users} users changed)",
-        stack,
-        services,
-        queue,
-        args.workers,
-    )
-    graph.set_change_rate(0.0)
-    quiet = run_cycle(
-        "Measured cycle without changes", stack, services, queue, args.workers
-    )
+    with ExitStack() as cleanup:
+        if args.processes > 1:
+            # The same total concurrency, spread over the processes.
+            pool = WorkerProcesses(
+                stack.env,
+                stack.endpoints,
+                args.processes,
+                math.ceil(args.workers / args.processes),
+            )
+            cleanup.callback(pool.close)
+            drainer: Drainer = pool.drain
+        else:
+            drainer = in_process_drainer(services, queue, args.workers)
+        warm = run_cycle(
+            "Warm-up cycle (first observation: everyone is a change)",
+            stack,
+            services,
+            drainer,
+            measure_memory=True,
+        )
+        graph.set_change_rate(args.change)
+        changed_users = graph.advance()
+        changed = run_cycle(
+            f"Measured cycle with changes ({changed_users} users changed)",
+            stack,
+            services,
+            drainer,
+        )
+        graph.set_change_rate(0.0)
+        quiet = run_cycle("Measured cycle without changes", stack, services, drainer)
 
     logger.info("naive poller on %d agents", args.naive_sample)
     naive = run_naive(stack, tenants, users, args)
@@ -451,7 +459,7 @@ def measure(stack: Stack, args: argparse.Namespace) -> list[str]:
         f"{load_average()}",
         f"{args.subscriptions} subscriptions over {args.tenants} tenants; change "
         f"rate {args.change}; Graph latency {args.latency_ms:g} ms; "
-        f"{args.workers} poll workers",
+        f"{args.workers} poll workers in {args.processes} process(es)",
         f"registration: {small_count} in {register_small_s:.0f} s, the other "
         f"{args.subscriptions - small_count} in {register_rest_s:.0f} s "
         f"({args.subscriptions / (register_small_s + register_rest_s):.0f} "
@@ -479,13 +487,15 @@ def measure(stack: Stack, args: argparse.Namespace) -> list[str]:
             f"within {MAX_CYCLE_S:g} s ({cycle.wall_s:.2f} s): "
             f"{verdict(cycle.wall_s <= MAX_CYCLE_S)}"
         )
-    quiet_writes = total(quiet.storage, "table.transaction.presence")
+    quiet_writes = total(quiet.storage, "table.transaction.presence") + total(
+        quiet.storage, "table.write.presence"
+    )
     lines += [
         f"  no changes: presence writes {quiet_writes}, publishes "
         f"{quiet.eventgrid_requests}: "
         f"{verdict(quiet_writes == 0 and quiet.eventgrid_requests == 0)} "
-        f"(lease writes, 3 per shard, are not presence writes: "
-        f"{total(quiet.storage, 'table.write')})",
+        f"(lease writes are not presence writes: "
+        f"{total(quiet.storage, 'table.write.subscriptions')})",
         f"  fan-out memory growth {small_count} -> {args.subscriptions} "
         f"<= 20 MiB ({growth / 1024 / 1024:.2f} MiB): "
         f"{verdict(growth <= MAX_FAN_OUT_GROWTH_BYTES)}",
