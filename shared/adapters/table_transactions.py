@@ -1,5 +1,10 @@
 """Table transactions with optimistic concurrency, and the one place their
-SDK errors are translated into the project's own."""
+errors are translated into the project's own.
+
+The envelope is built by ``table_batch`` rather than
+``TableClient.submit_transaction``: the SDK's multipart handling costs ten
+times the CPU (measured in ``docs/benchmarks.md``) and the command path and
+the poll cycle are CPU-bound on it."""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
+from shared.adapters import table_batch
 from shared.adapters.storage_errors import (
     MAX_TRANSACTION_ENTITIES,
     ConcurrencyConflictError,
@@ -49,8 +55,9 @@ def guarded_write(
     )
 
 
-def submit(client: TableClient, operations: list[Any]) -> None:
-    """Runs the operations atomically (one partition, at most 100).
+def submit(client: TableClient, operations: list[Any]) -> list[str | None]:
+    """Runs the operations atomically (one partition, at most 100) and returns
+    the new ETag of each written row, in order (None for a delete).
 
     Raises ConcurrencyConflictError, naming the row, when a guarded row changed
     or an inserted one appeared (412/409); nothing is written then.
@@ -61,16 +68,16 @@ def submit(client: TableClient, operations: list[Any]) -> None:
             f"transaction of {len(operations)} entities exceeds "
             f"{MAX_TRANSACTION_ENTITIES}"
         )
-    for attempt in range(_CONNECTION_RETRIES + 1):
+    attempt = 0
+    while True:
         try:
-            _submit_once(client, operations)
-            return
+            return _submit_once(client, operations)
         except (ServiceRequestError, ServiceResponseError) as error:
             # Safe to send again: every operation here is a create or an
             # ETag-guarded write, so a replay of a transaction that did commit
             # fails as a conflict (or, for deletes, a missing row), and the
             # callers re-read.
-            if attempt == _CONNECTION_RETRIES:
+            if attempt >= _CONNECTION_RETRIES:
                 raise StorageError(
                     f"transaction on {client.table_name}: {error}"
                 ) from error
@@ -79,19 +86,20 @@ def submit(client: TableClient, operations: list[Any]) -> None:
                 client.table_name,
                 error,
             )
-            time.sleep(_CONNECTION_RETRY_PAUSE * (attempt + 1))
+            attempt += 1
+            time.sleep(_CONNECTION_RETRY_PAUSE * attempt)
 
 
-def _submit_once(client: TableClient, operations: list[Any]) -> None:
+def _submit_once(client: TableClient, operations: list[Any]) -> list[str | None]:
     try:
-        client.submit_transaction(operations)
-    except TableTransactionError as error:
+        return table_batch.submit(client, operations)
+    except table_batch.TransactionRejectedError as error:
         failed = operations[min(error.index, len(operations) - 1)][1]
-        if error.status_code in (409, 412):
+        if error.status in (409, 412):
             raise ConcurrencyConflictError(
                 client.table_name, failed["PartitionKey"], failed["RowKey"]
             ) from error
-        if error.status_code == 404:
+        if error.status == 404:
             raise RowNotFoundError(
                 f"transaction on {client.table_name}: row "
                 f"{failed['RowKey']!r} does not exist"
@@ -99,7 +107,7 @@ def _submit_once(client: TableClient, operations: list[Any]) -> None:
         raise StorageError(
             f"transaction on {client.table_name} partition "
             f"{failed['PartitionKey']!r} failed at row {failed['RowKey']!r}: "
-            f"{error.status_code} {error.message}"
+            f"{error.status} {error.code} {error.message}"
         ) from error
     except (ServiceRequestError, ServiceResponseError):
         raise
