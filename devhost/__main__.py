@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ) as error:
         print(f"devhost: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"devhost: HTTP functions listening on {host.base_url}", flush=True)
+    # One write, newline included: a log line from another thread cannot land
+    # between the address and its line end, where a reader would miss it.
+    sys.stdout.write(f"devhost: HTTP functions listening on {host.base_url}\n")
+    sys.stdout.flush()
     stop_requested.wait()
     logger.info("Stopping: finishing work in flight (up to %ss)", args.shutdown_timeout)
     # Storage calls retry for minutes when storage is gone; the bound holds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 # Namespace for deterministic CloudEvent ids: one change always maps to one id,
 # however often it is published.
@@ -31,7 +32,8 @@ class PresenceChange:
     previous: Presence | None
     observed_at: datetime
 
-    @property
+    # Cached: the id is asked for when recording, publishing and clearing.
+    @cached_property
     def change_id(self) -> str:
         """Deterministic id: a republished change carries the same id."""
         stamp = self.current.sequence_number or self.observed_at.isoformat()

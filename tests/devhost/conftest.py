@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_KEY = "devhost-test-key"
 
 SAMPLE_APP = "tests.devhost.sample_app:app"
+_LISTENING = re.compile(r"HTTP functions listening on (http://[^\s]+)")
 TIMER_APP = "tests.devhost.timer_app:app"
 
 # Short timings so retry and poison tests take seconds, not minutes.
@@ -141,8 +143,8 @@ class HostProcess:
     def wait_listening(self, timeout: float = 30) -> str:
         def url() -> str | None:
             for line in self.lines:
-                if "HTTP functions listening on" in line:
-                    return line.rsplit(" ", 1)[1].strip()
+                if match := _LISTENING.search(line):
+                    return match.group(1)
             if self.process.poll() is not None:
                 pytest.fail(f"devhost exited early:\n{self.output}")
             return None
