@@ -26,7 +26,12 @@ from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from shared.adapters import table_transactions
 from shared.adapters.storage_errors import ConcurrencyConflictError, StorageError
-from shared.adapters.subscription_table import SHARD_PREFIX, shard_key
+from shared.adapters.subscription_table import (
+    SHARD_COUNT,
+    SHARD_PREFIX,
+    TENANT_ROW,
+    shard_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +81,30 @@ class ShardLeases:
         except AzureError as error:
             raise StorageError(f"shards of {tenant_id} not listed: {error}") from error
 
-    def of_tenant(self, tenant_id: str, shard_count: int | None) -> list[ShardLease]:
-        """The tenant's shards, lease columns only. With the tenant's shard
-        count they are point reads by key: a range query would make the
-        service (and Azurite, which scans) walk the subscription rows too."""
-        if shard_count is None:
-            return list(self.shards(tenant_id))
+    def of_tenant(self, tenant_id: str) -> list[ShardLease]:
+        """The tenant's shards, lease columns only, read by key: the tenant
+        row gives their count, and a range query would make the service (and
+        Azurite, which scans) walk the subscription rows too."""
         return [
             lease
-            for number in range(shard_count)
+            for number in range(self.shard_count(tenant_id))
             if (lease := self.lease(tenant_id, number)) is not None
         ]
+
+    def shard_count(self, tenant_id: str) -> int:
+        """One past the highest shard number the tenant has (a point read of
+        the tenant row, which the apply step writes with every new shard)."""
+        try:
+            entity = self._client.get_entity(
+                tenant_id, TENANT_ROW, select=[SHARD_COUNT]
+            )
+        except ResourceNotFoundError:
+            return 0  # the row comes with the tenant's first shard
+        except AzureError as error:
+            raise StorageError(
+                f"shard count of tenant {tenant_id} not read: {error}"
+            ) from error
+        return int(entity.get(SHARD_COUNT) or 0)
 
     def lease(self, tenant_id: str, number: int) -> ShardLease | None:
         """One shard's lease columns (a point read; members left out)."""

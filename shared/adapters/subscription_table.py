@@ -7,6 +7,11 @@ its event and its shard can change together in one atomic transaction:
     evt|<version>|<userId>    the append-only event log (key comes from the
                               command, so a redelivery cannot append twice)
     shard|<number:05d>        the members of one poll shard (at most 650)
+    tenant                    the tenant's shard count: one past the highest
+                              shard number opened, written in the transaction
+                              that opens a shard, so the count and the shards
+                              never disagree; it exists only once the tenant
+                              directory lists the tenant
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ logger = logging.getLogger(__name__)
 SUB_PREFIX = "sub|"
 EVENT_PREFIX = "evt|"
 SHARD_PREFIX = "shard|"
+TENANT_ROW = "tenant"
+SHARD_COUNT = "shardCount"
 # Azure Table Storage accepts at most 15 comparisons in one $filter.
 _MAX_FILTER_COMPARISONS = 15
 # The character after "|" sorts after every key that starts with the prefix.
@@ -70,6 +77,19 @@ class ApplySnapshot:
 
     subscriptions: dict[str, StoredSubscription] = field(default_factory=dict)
     shards: dict[int, Shard] = field(default_factory=dict)
+    tenant: TenantRow | None = None
+
+    @property
+    def shard_count(self) -> int:
+        return self.tenant.shard_count if self.tenant else 0
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """The tenant's own row in its partition, with the ETag that guards it."""
+
+    shard_count: int
+    etag: str
 
 
 @dataclass
@@ -79,10 +99,18 @@ class ApplyWrite:
     subscriptions: list[tuple[Subscription, str | None]]
     events: list[SubscriptionEvent]
     shards: list[Shard]
+    # The tenant row as it must be written when the attempt opens a shard
+    # (its new shard count, and the ETag it was read with); None otherwise.
+    tenant: tuple[int, str | None] | None = None
 
     @property
     def entity_count(self) -> int:
-        return len(self.subscriptions) + len(self.events) + len(self.shards)
+        return (
+            len(self.subscriptions)
+            + len(self.events)
+            + len(self.shards)
+            + (self.tenant is not None)
+        )
 
 
 @dataclass(frozen=True)
@@ -108,25 +136,31 @@ class SubscriptionTable:
         known: dict[str, StoredSubscription] | None = None,
     ) -> ApplySnapshot:
         """The subscriptions of ``user_ids``, the tenant's shards with room,
-        and the shards the active ones among them are polled in.
+        the tenant row, and the shards the active ones among them are polled
+        in.
 
-        The first query carries the open-shard clause, so a single command
-        costs one read. With ``known`` (every subscription row of the tenant,
-        read moments ago) the subscriptions are taken from it instead; a row
-        changed since then fails the write's ETag check, which re-reads.
+        The first query carries the open-shard and tenant-row clauses, so a
+        single command costs one read, even one that opens a shard. With
+        ``known`` (every subscription row of the tenant, read moments ago) the
+        subscriptions are taken from it instead; a row changed since then
+        fails the write's ETag check, which re-reads.
         """
         snapshot = ApplySnapshot()
         if known is not None:
             snapshot.subscriptions = {u: known[u] for u in user_ids if u in known}
             user_ids = []
         # The SDK substitutes @names only between spaces: keep them space-bound.
-        open_clause = "( RowKey ge @s0 and RowKey lt @s1 and memberCount lt @cap )"
+        open_clause = (
+            "( RowKey ge @s0 and RowKey lt @s1 and memberCount lt @cap ) "
+            "or RowKey eq @tenant"
+        )
         open_params = {
             "s0": SHARD_PREFIX,
             "s1": SHARD_PREFIX[:-1] + _PREFIX_END,
             "cap": SHARD_CAPACITY,
+            "tenant": TENANT_ROW,
         }
-        first_size = _MAX_FILTER_COMPARISONS - 1 - 3
+        first_size = _MAX_FILTER_COMPARISONS - 1 - 4
         later_size = _MAX_FILTER_COMPARISONS - 1
         groups = [user_ids[:first_size]] + [
             user_ids[i : i + later_size]
@@ -195,24 +229,6 @@ class SubscriptionTable:
         for entity in self._run_queries(queries):
             self._collect(entity, snapshot)
 
-    def next_shard_number(self, tenant_id: str) -> int:
-        """One past the highest shard number the tenant has."""
-        keys = self._guard(
-            lambda: [
-                e["RowKey"]
-                for e in self._client.query_entities(
-                    "PartitionKey eq @pk and RowKey ge @s0 and RowKey lt @s1",
-                    parameters={
-                        "pk": tenant_id,
-                        "s0": SHARD_PREFIX,
-                        "s1": SHARD_PREFIX[:-1] + _PREFIX_END,
-                    },
-                    select=["RowKey"],
-                )
-            ]
-        )
-        return int(max(keys)[len(SHARD_PREFIX) :]) + 1 if keys else 0
-
     def commit(self, tenant_id: str, write: ApplyWrite) -> None:
         """Write subscriptions, events and shards in one transaction, each
         guarded by the ETag it was read with (or inserted when it was absent).
@@ -233,6 +249,16 @@ class SubscriptionTable:
             # MERGE keeps the lease columns the poll fan-out owns.
             operations.append(
                 table_transactions.guarded_write(entity, shard.etag, UpdateMode.MERGE)
+            )
+        if write.tenant is not None:
+            shard_count, etag = write.tenant
+            entity = {
+                "PartitionKey": tenant_id,
+                "RowKey": TENANT_ROW,
+                SHARD_COUNT: shard_count,
+            }
+            operations.append(
+                table_transactions.guarded_write(entity, etag, UpdateMode.REPLACE)
             )
         table_transactions.submit(self._client, operations)
 
@@ -354,6 +380,11 @@ class SubscriptionTable:
             subscription = _subscription_from(entity)
             snapshot.subscriptions[subscription.user_id] = StoredSubscription(
                 subscription, str(entity.metadata["etag"])
+            )
+        elif row_key == TENANT_ROW:
+            snapshot.tenant = TenantRow(
+                shard_count=int(entity.get(SHARD_COUNT) or 0),
+                etag=str(entity.metadata["etag"]),
             )
         elif row_key.startswith(SHARD_PREFIX):
             members = entity.get("members") or ""

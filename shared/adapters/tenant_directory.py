@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -27,7 +26,6 @@ from shared.adapters.storage_errors import StorageError
 logger = logging.getLogger(__name__)
 
 _PARTITION = "tenants"
-_SHARD_COUNT = "shardCount"
 _COOL_DOWN = "coolDownUntil"
 _ATTEMPTS = 5
 
@@ -35,59 +33,24 @@ _ATTEMPTS = 5
 @dataclass(frozen=True)
 class TenantEntry:
     tenant_id: str
-    # One past the highest shard number ever opened; None for a tenant listed
-    # before counts were kept (its shards are then found by a range query).
-    shard_count: int | None
     cool_down_until: datetime | None
-
-
-def _shard_count(entity: Any) -> int | None:
-    value = entity.get(_SHARD_COUNT)
-    return int(value) if isinstance(value, int) else None
 
 
 class TenantDirectory:
     def __init__(self, client: TableClient) -> None:
         self._client = client
 
-    def ensure(self, tenant_id: str, shard_count: int = 0) -> None:
-        """Makes sure the tenant is listed with a shard count of at least
-        ``shard_count`` (never lowered). Called before a shard is created, so
-        the fan-out's count is never below the shards that exist."""
-        entity = {"PartitionKey": _PARTITION, "RowKey": tenant_id}
-        for _ in range(_ATTEMPTS):
-            try:
-                current = self._client.get_entity(_PARTITION, tenant_id)
-            except ResourceNotFoundError:
-                current = None
-            except AzureError as error:
-                raise StorageError(f"tenant {tenant_id} not read: {error}") from error
-            stored = _shard_count(current) if current is not None else None
-            if stored is not None and stored >= shard_count:
-                return
-            if current is not None and stored is None and not shard_count:
-                return  # listed; its count is unknown and nothing raises it
-            try:
-                if current is None:
-                    self._client.create_entity({**entity, _SHARD_COUNT: shard_count})
-                else:
-                    self._client.update_entity(
-                        {**entity, _SHARD_COUNT: shard_count},
-                        mode=UpdateMode.MERGE,
-                        etag=current.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                return
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another instance wrote first: compare again
-            except AzureError as error:
-                raise StorageError(
-                    f"tenant {tenant_id} not recorded: {error}"
-                ) from error
-        raise StorageError(
-            f"shard count of tenant {tenant_id} kept changing under "
-            f"{_ATTEMPTS} attempts"
-        )
+    def ensure(self, tenant_id: str) -> None:
+        """Lists the tenant (one write; nothing changes if it is listed)."""
+        try:
+            self._client.create_entity(
+                {"PartitionKey": _PARTITION, "RowKey": tenant_id}
+            )
+        except ResourceExistsError:
+            return
+        except AzureError as error:
+            raise StorageError(f"tenant {tenant_id} not listed: {error}") from error
+        logger.info("tenant %s listed for polling", tenant_id)
 
     def tenant_ids(self) -> Iterator[str]:
         return (entry.tenant_id for entry in self.tenants())
@@ -98,13 +61,12 @@ class TenantDirectory:
             for entity in self._client.query_entities(
                 "PartitionKey eq @pk",
                 parameters={"pk": _PARTITION},
-                select=["RowKey", _SHARD_COUNT, _COOL_DOWN],
+                select=["RowKey", _COOL_DOWN],
                 results_per_page=1000,
             ):
                 cool_down = entity.get(_COOL_DOWN)
                 yield TenantEntry(
                     entity["RowKey"],
-                    _shard_count(entity),
                     cool_down if isinstance(cool_down, datetime) else None,
                 )
         except AzureError as error:

@@ -123,12 +123,12 @@ class CommandApplier:
                 self._apply_chunk(command, changes[middle:], result, known)
                 return
             if write.entity_count:
-                opened = [s.number for s in write.shards if s.etag is None]
-                if self._tenants and opened:
-                    # Before the shard exists, so the fan-out can never miss
-                    # it; harmless if the transaction then fails (the fan-out
-                    # finds no row under that number and passes over it).
-                    self._tenants.ensure(command.tenant_id, max(opened) + 1)
+                if self._tenants and write.tenant and snapshot.tenant is None:
+                    # The tenant's first shard: list the tenant before any
+                    # shard exists, so the fan-out can never miss it. Harmless
+                    # if the transaction then fails: a listed tenant without
+                    # shards costs the fan-out one read.
+                    self._tenants.ensure(command.tenant_id)
                 try:
                     self._table.commit(command.tenant_id, write)
                 except ConcurrencyConflictError as conflict:
@@ -158,10 +158,8 @@ class CommandApplier:
         changes: list[Change],
         snapshot: ApplySnapshot,
     ) -> tuple[ApplyWrite, list[SkipReason]]:
-        tenant_id = command.tenant_id
         allocator = ShardAllocator(
-            list(snapshot.shards.values()),
-            next_number=lambda: self._table.next_shard_number(tenant_id),
+            list(snapshot.shards.values()), next_number=snapshot.shard_count
         )
         write = ApplyWrite(subscriptions=[], events=[], shards=[])
         skipped: list[SkipReason] = []
@@ -179,6 +177,14 @@ class CommandApplier:
             write.subscriptions.append((new, stored.etag if stored else None))
             write.events.append(outcome)
         write.shards = allocator.changed_shards
+        opened = [s.number for s in write.shards if s.etag is None]
+        if opened:
+            # The count goes up in the same transaction as the new shard, and
+            # two attempts opening one concurrently collide on this row.
+            write.tenant = (
+                max(opened) + 1,
+                snapshot.tenant.etag if snapshot.tenant else None,
+            )
         return write, skipped
 
 

@@ -124,7 +124,7 @@ class PollFanOut:
             result.cooling = 1
             return result
         free: list[ShardLease] = []
-        for lease in self._leases.of_tenant(tenant.tenant_id, tenant.shard_count):
+        for lease in self._leases.of_tenant(tenant.tenant_id):
             if lease.member_count == 0:
                 continue
             result.shards += 1

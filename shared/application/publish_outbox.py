@@ -87,9 +87,7 @@ class OutboxSweep:
         failed: list[str] = []
         for tenant in self._tenants.tenants():
             try:
-                for lease in self._leases.of_tenant(
-                    tenant.tenant_id, tenant.shard_count
-                ):
+                for lease in self._leases.of_tenant(tenant.tenant_id):
                     published += self._outbox.sweep(tenant.tenant_id, lease.number)
             except StorageError as error:
                 logger.error(

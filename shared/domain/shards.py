@@ -8,7 +8,6 @@ deregistrations has ``ceil(n / 650)`` shards, the minimum number of calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SHARD_CAPACITY = 650
@@ -35,20 +34,17 @@ class ShardAllocator:
     slot cannot both succeed.
     """
 
-    def __init__(self, shards: list[Shard], next_number: Callable[[], int]) -> None:
+    def __init__(self, shards: list[Shard], next_number: int) -> None:
         self._shards = {shard.number: shard for shard in shards}
-        # Asked only when every loaded shard is full: finding the highest
-        # shard number costs a read that most commands never need.
-        self._next_number_source = next_number
-        self._next_number: int | None = None
+        # The number a new shard gets when every loaded shard is full: one
+        # past the highest the tenant ever opened.
+        self._next_number = next_number
 
     def add(self, user_id: str) -> int:
         open_shards = sorted(n for n, s in self._shards.items() if s.has_room)
         if open_shards:
             shard = self._shards[open_shards[0]]
         else:
-            if self._next_number is None:
-                self._next_number = self._next_number_source()
             shard = Shard(self._next_number, [])
             self._shards[shard.number] = shard
             self._next_number += 1

@@ -6,10 +6,13 @@ import itertools
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bench.common import RequestCounter
+from devtools.azurite import AzuriteEndpoints
 from shared.adapters.storage_errors import ConcurrencyConflictError
 from shared.adapters.subscription_table import ApplyWrite, SubscriptionTable
 from shared.application.apply_commands import CommandApplier
@@ -289,7 +292,7 @@ def test_a_stale_if_match_command_is_skipped_at_apply(
 
 def _members_by_shard(table: SubscriptionTable) -> dict[int, list[str]]:
     snapshot = table.read_for_apply(TENANT, [])
-    table.load_shards(TENANT, range(table.next_shard_number(TENANT)), snapshot)
+    table.load_shards(TENANT, range(snapshot.shard_count), snapshot)
     return {n: s.members for n, s in snapshot.shards.items() if s.members}
 
 
@@ -337,3 +340,70 @@ def test_rows_read_up_front_that_went_stale_are_read_again(
     assert {stored_row(table, u).version for u in users} == {latest.version}
     assert events_by_command(table)[latest.command_id] == 60
     assert _members_by_shard(table) == {}
+
+
+@pytest.fixture
+def requests_sent(azurite: AzuriteEndpoints) -> Iterator[RequestCounter]:
+    """Every storage request from here on, counted at the transport."""
+    counter = RequestCounter(azurite)
+    counter.install()
+    yield counter
+    counter.uninstall()
+
+
+def test_a_new_tenants_first_register_lists_it_with_one_write(
+    services: Services, minter: Minter, requests_sent: RequestCounter
+) -> None:
+    command = minter.command((str(uuid.uuid4()), Action.REGISTER))
+    before = requests_sent.snapshot()
+
+    services.applier.apply(command)
+
+    assert requests_sent.since(before) == {
+        "table.read.subscriptions": 1,
+        "table.write.tenants": 1,
+        "table.transaction.subscriptions": 1,
+    }
+    assert TENANT in set(services.tenants.tenant_ids())
+    assert services.shard_leases.shard_count(TENANT) == 1
+
+
+def test_a_register_that_opens_a_shard_costs_one_read_and_one_transaction(
+    services: Services, minter: Minter, requests_sent: RequestCounter
+) -> None:
+    full = [(str(uuid.uuid4()), Action.REGISTER) for _ in range(SHARD_CAPACITY)]
+    services.applier.apply(minter.command(*full))
+    newcomer = str(uuid.uuid4())
+    before = requests_sent.snapshot()
+
+    services.applier.apply(minter.command((newcomer, Action.REGISTER)))
+
+    assert requests_sent.since(before) == {
+        "table.read.subscriptions": 1,
+        "table.transaction.subscriptions": 1,
+    }
+    assert stored_row(services.subscriptions, newcomer).shard == 1
+    assert services.shard_leases.shard_count(TENANT) == 2
+
+
+def test_two_appliers_opening_a_shard_at_once_open_it_once(
+    services: Services, minter: Minter
+) -> None:
+    full = [(str(uuid.uuid4()), Action.REGISTER) for _ in range(SHARD_CAPACITY)]
+    services.applier.apply(minter.command(*full))
+    newcomers = [str(uuid.uuid4()) for _ in range(2)]
+    commands = [minter.command((user, Action.REGISTER)) for user in newcomers]
+    barrier = threading.Barrier(2)
+
+    def apply(command: SubscriptionCommand) -> None:
+        barrier.wait()
+        services.applier.apply(command)
+
+    threads = [threading.Thread(target=apply, args=(c,)) for c in commands]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert services.shard_leases.shard_count(TENANT) == 2
+    assert sorted(_members_by_shard(services.subscriptions)[1]) == sorted(newcomers)
