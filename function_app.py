@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.command_worker import bp as command_worker
 from functions.health import bp as health
+from functions.maintenance import bp as maintenance
 from functions.polling import bp as polling
 from functions.presence_api import bp as presence_api
 from functions.subscriptions_api import bp as subscriptions_api
@@ -16,5 +17,12 @@ logging.getLogger("azure").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (subscriptions_api, presence_api, command_worker, polling, health):
+for blueprint in (
+    subscriptions_api,
+    presence_api,
+    command_worker,
+    polling,
+    maintenance,
+    health,
+):
     app.register_functions(blueprint)

@@ -70,7 +70,8 @@ class Services:
     @cached_property
     def idempotency(self) -> IdempotencyTable:
         return IdempotencyTable(
-            self._tables.get_table_client(settings_module.IDEMPOTENCY_TABLE)
+            self._tables.get_table_client(settings_module.IDEMPOTENCY_TABLE),
+            retention=self.settings.idempotency_retention,
         )
 
     @cached_property

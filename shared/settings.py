@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 # Storage connection shared with the Functions host's own bindings: either a
@@ -25,6 +26,7 @@ IDEMPOTENCY_TABLE = "idempotency"
 
 DEFAULT_POLL_SCHEDULE = "*/30 * * * * *"
 DEFAULT_OUTBOX_SWEEP_SCHEDULE = "15 * * * * *"
+DEFAULT_IDEMPOTENCY_RETENTION_HOURS = 24.0
 
 
 class SettingsError(ValueError):
@@ -62,6 +64,10 @@ class Settings:
     event_grid: EventGridSettings
     poll_schedule: str
     outbox_sweep_schedule: str
+    # How long an Idempotency-Key is remembered.
+    idempotency_retention: timedelta = timedelta(
+        hours=DEFAULT_IDEMPOTENCY_RETENTION_HOURS
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,7 +117,24 @@ class Settings:
             poll_schedule=get("POLL_SCHEDULE") or DEFAULT_POLL_SCHEDULE,
             outbox_sweep_schedule=get("OUTBOX_SWEEP_SCHEDULE")
             or DEFAULT_OUTBOX_SWEEP_SCHEDULE,
+            idempotency_retention=_hours(
+                "IDEMPOTENCY_RETENTION_HOURS",
+                get("IDEMPOTENCY_RETENTION_HOURS"),
+                DEFAULT_IDEMPOTENCY_RETENTION_HOURS,
+            ),
         )
+
+
+def _hours(name: str, value: str | None, default: float) -> timedelta:
+    if value is None:
+        return timedelta(hours=default)
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0:  # also rejects NaN
+        raise SettingsError(f"{name} must be a positive number of hours, not {value!r}")
+    return timedelta(hours=hours)
 
 
 _AZURITE_DEFAULT_CONNECTION = (

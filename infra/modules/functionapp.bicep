@@ -158,6 +158,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       // %POLL_SCHEDULE% and %OUTBOX_SWEEP_SCHEDULE%.
       POLL_SCHEDULE: '*/30 * * * * *'
       OUTBOX_SWEEP_SCHEDULE: '15 * * * * *'
+      // How long an Idempotency-Key is remembered; older records are purged
+      // daily.
+      IDEMPOTENCY_RETENTION_HOURS: '24'
     }
   }
 }

@@ -3,21 +3,37 @@
 A record holds the accepted command and the response given for it, so that a
 retry of the same call, on any instance, gets the same answer and re-sends the
 same command (which the apply step recognises by its version).
+
+Records are kept for a retention period (24 hours by default), long enough
+for any client's retries. After it a record counts as absent: the key may be
+used again, and a daily purge deletes expired records so the table does not
+grow without end (a batch command's record holds up to 64 KiB).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage_errors import StorageError
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_RETENTION = timedelta(hours=24)
+_CREATED_AT = "createdAt"
 
 
 @dataclass(frozen=True)
@@ -38,16 +54,21 @@ def _row_key(key: str) -> str:
 
 
 class IdempotencyTable:
-    def __init__(self, client: TableClient) -> None:
+    def __init__(
+        self,
+        client: TableClient,
+        retention: timedelta = DEFAULT_RETENTION,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._client = client
+        self._retention = retention
+        self._clock = clock
 
     def get(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
-        try:
-            entity = self._client.get_entity(tenant_id, _row_key(key))
-        except ResourceNotFoundError:
+        """The record of ``key``; None if there is none or it has expired."""
+        entity = self._read(tenant_id, key)
+        if entity is None or self._expired(entity):
             return None
-        except AzureError as error:
-            raise StorageError(f"idempotency lookup failed: {error}") from error
         return IdempotencyRecord(
             fingerprint=entity["fingerprint"],
             message=_text(entity["message"]),
@@ -56,7 +77,9 @@ class IdempotencyTable:
         )
 
     def create(self, tenant_id: str, key: str, record: IdempotencyRecord) -> bool:
-        """Stores the record unless one exists; False if one already did."""
+        """Stores the record unless a live one exists; False if one did. An
+        expired record is replaced, guarded by its ETag, so of two instances
+        reusing an expired key at once only one wins."""
         entity = {
             "PartitionKey": tenant_id,
             "RowKey": _row_key(key),
@@ -66,12 +89,30 @@ class IdempotencyTable:
             "message": record.message.encode("utf-8"),
             "response": record.response,
             "enqueued": record.enqueued,
-            "createdAt": datetime.now(UTC),
+            _CREATED_AT: self._clock(),
         }
         try:
             self._client.create_entity(entity)
+            return True
         except ResourceExistsError:
+            pass
+        except AzureError as error:
+            raise StorageError(f"idempotency record not stored: {error}") from error
+        existing = self._read(tenant_id, key)
+        if existing is not None and not self._expired(existing):
             return False
+        try:
+            if existing is None:  # purged in between
+                self._client.create_entity(entity)
+            else:
+                self._client.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=existing.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False  # another instance took the key first
         except AzureError as error:
             raise StorageError(f"idempotency record not stored: {error}") from error
         return True
@@ -84,3 +125,49 @@ class IdempotencyTable:
             # Harmless: a later retry re-sends the same command, which the apply
             # step recognises and skips.
             logger.warning("idempotency record not marked enqueued: %s", error)
+
+    def purge_expired(self) -> int:
+        """Deletes the records past retention; returns how many. Each delete
+        is guarded by the ETag read, so a key reused meanwhile survives.
+
+        The query filters on a property, so the service reads the whole table:
+        acceptable for a daily job, and the table holds one day of keys."""
+        cutoff = self._clock() - self._retention
+        deleted = 0
+        try:
+            for entity in self._client.query_entities(
+                f"{_CREATED_AT} lt @cutoff",
+                parameters={"cutoff": cutoff},
+                select=["PartitionKey", "RowKey"],
+            ):
+                try:
+                    self._client.delete_entity(
+                        entity["PartitionKey"],
+                        entity["RowKey"],
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    deleted += 1
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # reused or deleted meanwhile: leave it
+        except AzureError as error:
+            raise StorageError(
+                f"idempotency purge stopped after {deleted} records: {error}"
+            ) from error
+        logger.info("purged %d expired idempotency records", deleted)
+        return deleted
+
+    def _read(self, tenant_id: str, key: str) -> Any:
+        try:
+            return self._client.get_entity(tenant_id, _row_key(key))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"idempotency lookup failed: {error}") from error
+
+    def _expired(self, entity: Any) -> bool:
+        created = entity.get(_CREATED_AT)
+        # A record without a time stamp cannot be aged: keep it.
+        return isinstance(created, datetime) and (
+            created + self._retention <= self._clock()
+        )

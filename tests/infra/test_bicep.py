@@ -43,6 +43,7 @@ PRODUCTION_SETTINGS = {
     "GRAPH_CLIENT_SECRET",
     "POLL_SCHEDULE",
     "OUTBOX_SWEEP_SCHEDULE",
+    "IDEMPOTENCY_RETENTION_HOURS",
 }
 
 # Built-in role definition ids the app's identity must hold.
