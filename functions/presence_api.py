@@ -43,7 +43,14 @@ def presence_item(req: func.HttpRequest) -> func.HttpResponse:
         )
     stored = services.presence.get(tenant_id, subscription.shard, user_id)
     if stored is None:
-        raise problems.not_found(f"presence of user {user_id} was not observed yet")
+        problem = subscription.poll_problem
+        raise problems.not_found(
+            f"presence of user {user_id} was not observed yet"
+            if problem is None
+            else f"presence of user {user_id} cannot be read from Graph "
+            f"(noted {problem.noted_at:%Y-%m-%dT%H:%M:%SZ}, asked again after "
+            f"24 hours): {problem.detail}"
+        )
     return json_response(
         {
             "tenantId": tenant_id,

@@ -4,6 +4,7 @@ subscriptions (route prefix ``/api`` from host.json)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -172,13 +173,23 @@ def _accept(
 
 
 def _subscription_body(subscription: Subscription) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "tenantId": subscription.tenant_id,
         "userId": subscription.user_id,
         "state": subscription.state.value,
         "version": subscription.version,
-        "updatedAt": subscription.updated_at.isoformat().replace("+00:00", "Z"),
+        "updatedAt": _utc(subscription.updated_at),
     }
+    if subscription.poll_problem is not None:
+        body["pollProblem"] = {
+            "detail": subscription.poll_problem.detail,
+            "notedAt": _utc(subscription.poll_problem.noted_at),
+        }
+    return body
+
+
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _item_location(tenant_id: str, user_id: str) -> str:

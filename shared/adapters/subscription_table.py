@@ -35,6 +35,7 @@ from shared.adapters.storage_errors import StorageError
 from shared.domain.shards import SHARD_CAPACITY, Shard
 from shared.domain.subscriptions import (
     EventType,
+    PollProblem,
     Subscription,
     SubscriptionEvent,
     SubscriptionState,
@@ -423,7 +424,13 @@ def _subscription_entity(subscription: Subscription) -> dict[str, Any]:
 
 def _subscription_from(entity: dict[str, Any]) -> Subscription:
     updated_at: datetime = entity["updatedAt"]
+    problem, noted_at = entity.get("pollProblem"), entity.get("pollProblemAt")
     return Subscription(
+        poll_problem=(
+            PollProblem(problem, noted_at)
+            if isinstance(problem, str) and isinstance(noted_at, datetime)
+            else None
+        ),
         tenant_id=entity["PartitionKey"],
         user_id=entity["userId"],
         state=SubscriptionState(entity["state"]),

@@ -43,6 +43,15 @@ class Subscription:
     command_id: str
     # Poll shard holding an active agent; None for tombstones.
     shard: int | None = None
+    # Why Graph could not give this agent's presence, if it refused it; the
+    # subscription's next change clears it.
+    poll_problem: PollProblem | None = None
+
+
+@dataclass(frozen=True)
+class PollProblem:
+    detail: str
+    noted_at: datetime
 
 
 @dataclass(frozen=True)

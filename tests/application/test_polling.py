@@ -430,6 +430,17 @@ def test_a_user_graph_refuses_is_set_aside_and_the_rest_polled(
     assert published == set(users) - {gone}
     stored = pipeline.subscriptions._client.get_entity(tenant, f"sub|{gone}")
     assert "404" in stored["pollProblem"]
+    # Told to the API's clients: on the subscription, and why no presence.
+    route = {"tenantId": tenant, "userId": gone}
+    subscription = http(
+        "subscription_item", "GET", f"/api/tenants/{tenant}/subscriptions/{gone}", route
+    )
+    assert "404" in response_json(subscription)["pollProblem"]["detail"]
+    presence = http(
+        "presence_item", "GET", f"/api/tenants/{tenant}/presence/{gone}", route
+    )
+    assert presence.status_code == 404
+    assert "cannot be read from Graph" in response_json(presence)["detail"]
     # Set aside: the next cycle makes one call for the shard, not a search.
     graph_simulator.reset_counters()
     run_cycle(pipeline, poll_queue)

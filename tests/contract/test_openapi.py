@@ -412,6 +412,13 @@ def version_of(response: func.HttpResponse) -> str:
     return version
 
 
+def with_poll_problem(user: str) -> None:
+    """As the poller leaves it when Graph refuses the user."""
+    get_services().subscriptions.record_poll_problem(
+        TENANT, user, "Graph answered 404 ItemNotFoundError"
+    )
+
+
 def registered(ctx: Context, user: str) -> str:
     version = version_of(item("PUT", user))
     ctx.apply_all()
@@ -576,6 +583,13 @@ SCENARIOS = [
         "get",
         200,
         lambda c: (registered(c, U), item("GET", U))[1],
+    ),
+    Scenario(
+        "get-with-poll-problem",
+        ITEM,
+        "get",
+        200,
+        lambda c: (registered(c, U), with_poll_problem(U), item("GET", U))[2],
     ),
     Scenario("get-removed", ITEM, "get", 200, removed),
     Scenario("get-bad-tenant", ITEM, "get", 400, lambda c: item("GET", U, tenant="x")),
