@@ -2,10 +2,12 @@
 // group. Each concern is a module under ./modules; this file only names the
 // resources and wires outputs to inputs.
 //
-//   az deployment group create -g <rg> -f infra/main.bicep \
-//     -p infra/main.parameters.json -p graphClientSecret=...
+//   infra/deploy.sh   (runs az deployment group create with this file, then
+//                      deploys the code)
 //
-// (infra/deploy.sh does this and then deploys the code.)
+// deploy.sh passes the Graph client secret in a temporary parameters file,
+// never on the command line, where it would show in the process list and
+// the shell's history.
 
 targetScope = 'resourceGroup'
 

@@ -111,9 +111,11 @@ class PresenceTable:
         changes: Iterable[PresenceChange],
         members: Collection[str],
         not_found: Mapping[str, datetime] | None = None,
+        recovered: Collection[str] = (),
     ) -> ShardPresence:
-        """Writes the changes into the read model and the outbox, and marks
-        ``not_found`` members, in one write guarded by ``stored``'s ETag.
+        """Writes the changes into the read model and the outbox, marks
+        ``not_found`` members and forgets that ``recovered`` ones were, in
+        one write guarded by ``stored``'s ETag.
 
         Presence of users no longer in ``members`` is dropped on the way (a
         deregistered agent's presence leaves with it). The caller keeps the
@@ -128,7 +130,9 @@ class PresenceTable:
             },
             outbox=list(stored.outbox),
             not_found={
-                user: when for user, when in stored.not_found.items() if user in members
+                user: when
+                for user, when in stored.not_found.items()
+                if user in members and user not in recovered
             },
         )
         for change in changes:

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import (
     TableClient,
     TableEntity,
@@ -326,17 +332,58 @@ class SubscriptionTable:
         except AzureError as error:
             raise StorageError(f"event log of {tenant_id} not read: {error}") from error
 
-    def record_poll_problem(self, tenant_id: str, user_id: str, problem: str) -> None:
-        """Notes on the subscription why its presence cannot be read. Merges
-        only these columns; the subscription's next change replaces the row
-        and with it the note."""
-        entity = {
-            "PartitionKey": tenant_id,
-            "RowKey": sub_key(user_id),
-            "pollProblem": problem,
-            "pollProblemAt": datetime.now(UTC),
-        }
-        self._guard(lambda: self._client.update_entity(entity, mode=UpdateMode.MERGE))
+    def record_poll_problem(
+        self, tenant_id: str, user_id: str, shard: int, problem: str
+    ) -> None:
+        """Notes on the subscription why its presence cannot be read, if it
+        is still the active one in ``shard``. Guarded by the ETag read: a
+        register or deregister applied meanwhile wins, and the note is not
+        put on a row it no longer concerns. The next change clears it."""
+        entity = self._poll_problem_row(tenant_id, user_id)
+        if entity is None or entity.get("shard") != shard:
+            return
+        if entity.get("state") != SubscriptionState.ACTIVE.value:
+            return
+        entity["pollProblem"] = problem
+        entity["pollProblemAt"] = datetime.now(UTC)
+        self._write_poll_problem(entity)
+
+    def clear_poll_problem(self, tenant_id: str, user_id: str) -> None:
+        """Removes the note once Graph answers for the user again."""
+        entity = self._poll_problem_row(tenant_id, user_id)
+        if entity is None or "pollProblem" not in entity:
+            return
+        del entity["pollProblem"]
+        entity.pop("pollProblemAt", None)
+        self._write_poll_problem(entity)
+
+    def _poll_problem_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
+        try:
+            row: TableEntity = self._client.get_entity(tenant_id, sub_key(user_id))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"table {self._name}: {error}") from error
+        return row
+
+    def _write_poll_problem(self, entity: TableEntity) -> None:
+        try:
+            # REPLACE, so a cleared note's columns go; the ETag keeps it from
+            # overwriting a change applied since the read.
+            self._client.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            logger.info(
+                "subscription %s/%s changed meanwhile; poll note left to the next poll",
+                entity["PartitionKey"],
+                entity["RowKey"],
+            )
+        except AzureError as error:
+            raise StorageError(f"table {self._name}: {error}") from error
 
     def ping(self) -> None:
         """Raises StorageError unless the table answers."""

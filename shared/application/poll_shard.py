@@ -44,6 +44,8 @@ POLLING_LEASE = timedelta(minutes=5)
 # Users Graph refused as unknown are asked about again after this.
 NOT_FOUND_RECHECK = timedelta(hours=24)
 _RECORD_ATTEMPTS = 3
+# Ids named in the log line about members missing from Graph's answer.
+_MISSING_IDS_LOGGED = 20
 # A refusal is taken as naming an unknown user only if it says "not found" or
 # names one of the ids asked for; anything else (a wrong base URL, an API
 # change) fails the poll instead of setting every member aside.
@@ -173,17 +175,31 @@ class ShardPoller:
         asked_set = set(asked)
         observed = [o for o in answered if o.user_id in asked_set]
         observed_at = self._clock()
-        result.missing = len(asked_set - {o.user_id for o in observed} - set(refused))
-        if result.missing:
+        missing = sorted(asked_set - {o.user_id for o in observed} - set(refused))
+        result.missing = len(missing)
+        if missing:
             logger.warning(
                 "shard %s/%d: %d members missing from Graph's answer keep their "
-                "last presence",
+                "last presence: %s%s",
                 tenant_id,
                 shard,
-                result.missing,
+                len(missing),
+                ", ".join(missing[:_MISSING_IDS_LOGGED]),
+                " ..." if len(missing) > _MISSING_IDS_LOGGED else "",
             )
+        # Users Graph had refused and now answers for: their note goes first,
+        # then the snapshot forgets them (a failure in between clears again).
+        recovered = {o.user_id for o in observed} & set(stored.not_found)
+        for user_id in sorted(recovered):
+            self._subscriptions.clear_poll_problem(tenant_id, user_id)
         stored = self._record(
-            stored, observed, observed_at, set(lease.members), refused, result
+            stored,
+            observed,
+            observed_at,
+            set(lease.members),
+            refused,
+            recovered,
+            result,
         )
         result.published = self._outbox.publish_and_clear(stored)
         return result
@@ -228,7 +244,7 @@ class ShardPoller:
             NOT_FOUND_RECHECK,
             why,
         )
-        self._subscriptions.record_poll_problem(tenant_id, user_id, why)
+        self._subscriptions.record_poll_problem(tenant_id, user_id, shard, why)
 
     def _record(
         self,
@@ -237,6 +253,7 @@ class ShardPoller:
         observed_at: datetime,
         members: set[str],
         refused: dict[str, datetime],
+        recovered: set[str],
         result: PollResult,
     ) -> ShardPresence:
         """Writes the changes and the refused members in one write, none when
@@ -267,10 +284,12 @@ class ShardPoller:
                     result.deferred,
                 )
                 changes = changes[: stored.outbox_room]
-            if not changes and not refused:
+            if not changes and not refused and not recovered:
                 return stored
             try:
-                written = self._presence.record(stored, changes, members, refused)
+                written = self._presence.record(
+                    stored, changes, members, refused, recovered
+                )
             except ConcurrencyConflictError:
                 # Only a worker whose lease expired mid-poll, or the sweep
                 # clearing the outbox, writes here at the same time. Decide

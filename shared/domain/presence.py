@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,12 +62,33 @@ def is_newer(observed: Presence, observed_at: datetime, stored: StoredPresence) 
     """Whether an observation may replace the stored one.
 
     Graph's ``sequenceNumber`` orders presence versions when both have one
-    (it sorts as a string); otherwise the observation time decides. Either
+    and they can be compared; otherwise the observation time decides. Either
     way an older observation, from a slow or redelivered poll, never wins.
     """
     if observed.sequence_number and stored.presence.sequence_number:
-        return observed.sequence_number > stored.presence.sequence_number
+        newer = _sequence_is_newer(
+            observed.sequence_number, stored.presence.sequence_number
+        )
+        if newer is not None:
+            return newer
     return observed_at > stored.observed_at
+
+
+# Graph documents sequenceNumber only as a string; seen values are a letter
+# and digits ("C319191255625145"). Compared as text, "C9" would sort after
+# "C10", so the digits are compared as a number.
+_SEQUENCE = re.compile(r"^(\D*)(\d+)$")
+
+
+def _sequence_is_newer(observed: str, stored: str) -> bool | None:
+    """Whether ``observed`` comes after ``stored``; None when the two cannot
+    be ordered (another shape of value, with different prefixes or lengths)."""
+    a, b = _SEQUENCE.match(observed), _SEQUENCE.match(stored)
+    if a and b and a.group(1) == b.group(1):
+        return int(a.group(2)) > int(b.group(2))
+    if len(observed) == len(stored):
+        return observed > stored
+    return None
 
 
 def detect_change(

@@ -18,7 +18,11 @@ from shared import settings as settings_module
 from shared.adapters import storage_clients
 from shared.adapters.graph_presence import GraphPresenceClient, RetryPolicy
 from shared.adapters.shard_leases import LeaseState
-from shared.application.poll_shard import PollOutcome, ShardPoller
+from shared.application.poll_shard import (
+    NOT_FOUND_RECHECK,
+    PollOutcome,
+    ShardPoller,
+)
 from shared.domain.commands import Action, Change, SubscriptionCommand
 from shared.domain.polling import PollRequest
 from shared.domain.versions import VersionClock
@@ -445,3 +449,70 @@ def test_a_user_graph_refuses_is_set_aside_and_the_rest_polled(
     graph_simulator.reset_counters()
     run_cycle(pipeline, poll_queue)
     assert graph_simulator.count("presence", tenant) == 1
+
+
+def test_a_set_aside_user_graph_answers_for_again_loses_its_note(
+    pipeline: Services,
+    poll_queue: QueueClient,
+    graph_simulator: GraphSimulator,
+    eventgrid_sink: EventGridSink,
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 5)
+    gone = users[2]
+    graph_simulator.remove_users(tenant, [gone])
+    graph_simulator.set_missing_users("reject")
+    run_cycle(pipeline, poll_queue)
+    assert "pollProblem" in pipeline.subscriptions._client.get_entity(
+        tenant, f"sub|{gone}"
+    )
+    # The account comes back (restored from the recycle bin), and a day later
+    # the poller asks about the user again.
+    graph_simulator.add_users(tenant, user_ids=[gone])
+    a_day_later = datetime.now(UTC) + NOT_FOUND_RECHECK + timedelta(hours=1)
+    poller = ShardPoller(
+        pipeline.shard_leases,
+        pipeline.presence,
+        pipeline.subscriptions,
+        pipeline.tenants,
+        pipeline.graph,
+        pipeline.outbox,
+        clock=lambda: a_day_later,
+    )
+    pipeline.fan_out.run()
+    for message, _ in receive(poll_queue):
+        poller.poll(PollRequest.from_message(message.get_body().decode()))
+
+    row = pipeline.subscriptions._client.get_entity(tenant, f"sub|{gone}")
+    assert "pollProblem" not in row and "pollProblemAt" not in row
+    shard = pipeline.presence.read_shard(tenant, 0)
+    assert gone not in shard.not_found
+    assert gone in shard.presence
+
+
+def test_a_poll_note_is_not_put_on_a_subscription_changed_meanwhile(
+    pipeline: Services, graph_simulator: GraphSimulator
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 2)
+    subscriptions = pipeline.subscriptions
+    pipeline.applier.apply(
+        SubscriptionCommand(
+            str(uuid.uuid4()),
+            tenant,
+            VersionClock().mint()[0],
+            (Change(users[0], Action.DEREGISTER),),
+        )
+    )
+
+    # A poll that read the shard before the deregister was applied.
+    subscriptions.record_poll_problem(tenant, users[0], 0, "404 from Graph")
+    # A note for the wrong shard is not written either.
+    subscriptions.record_poll_problem(tenant, users[1], 7, "404 from Graph")
+
+    for user in users:
+        assert "pollProblem" not in subscriptions._client.get_entity(
+            tenant, f"sub|{user}"
+        )
+    subscriptions.record_poll_problem(tenant, users[1], 0, "404 from Graph")
+    stored = subscriptions.get(tenant, users[1])
+    assert stored is not None and stored.poll_problem is not None
+    assert stored.poll_problem.detail == "404 from Graph"

@@ -412,11 +412,13 @@ def version_of(response: func.HttpResponse) -> str:
     return version
 
 
-def with_poll_problem(user: str) -> None:
-    """As the poller leaves it when Graph refuses the user."""
+def with_poll_problem(user: str) -> str:
+    """As the poller leaves it when Graph refuses the user (in shard 0, the
+    first agent's)."""
     get_services().subscriptions.record_poll_problem(
-        TENANT, user, "Graph answered 404 ItemNotFoundError"
+        TENANT, user, 0, "Graph answered 404 ItemNotFoundError"
     )
+    return user
 
 
 def registered(ctx: Context, user: str) -> str:

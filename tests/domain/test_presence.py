@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from shared.domain.presence import (
     Presence,
     PresenceChange,
@@ -37,6 +39,36 @@ def test_an_older_sequence_number_never_replaces_a_newer_one() -> None:
 
     assert not is_newer(late, T0 + timedelta(minutes=5), stored)
     assert detect_change(TENANT, USER, late, T0 + timedelta(minutes=5), stored) is None
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("C9", "C10"),  # as text "C9" sorts after "C10"
+        ("C319191255625145", "C319191255625146"),
+        ("99", "100"),
+        ("0004", "0005"),
+    ],
+)
+def test_sequence_numbers_are_ordered_by_their_digits(older: str, newer: str) -> None:
+    stored = StoredPresence(Presence("Busy", "InACall", older), T0)
+    # Observed earlier by the clock: the sequence number alone must decide.
+    earlier = T0 - timedelta(minutes=1)
+
+    assert is_newer(Presence("Away", "Away", newer), earlier, stored)
+    stored_newer = StoredPresence(Presence("Busy", "InACall", newer), T0)
+    assert not is_newer(
+        Presence("Away", "Away", older), T0 + timedelta(1), stored_newer
+    )
+
+
+def test_sequence_numbers_that_cannot_be_ordered_leave_it_to_the_time() -> None:
+    stored = StoredPresence(Presence("Busy", "InACall", "A17"), T0)
+
+    assert is_newer(Presence("Away", "Away", "B3"), T0 + timedelta(seconds=1), stored)
+    assert not is_newer(
+        Presence("Away", "Away", "B3"), T0 - timedelta(seconds=1), stored
+    )
 
 
 def test_without_sequence_numbers_the_observation_time_decides() -> None:
