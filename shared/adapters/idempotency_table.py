@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = timedelta(hours=24)
 _CREATED_AT = "createdAt"
+_CREATE_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class IdempotencyTable:
     def create(self, tenant_id: str, key: str, record: IdempotencyRecord) -> bool:
         """Stores the record unless a live one exists; False if one did. An
         expired record is replaced, guarded by its ETag, so of two instances
-        reusing an expired key at once only one wins."""
+        reusing an expired key at once only one wins, and a purge in between
+        makes it try again."""
         entity = {
             "PartitionKey": tenant_id,
             "RowKey": _row_key(key),
@@ -91,31 +93,37 @@ class IdempotencyTable:
             "enqueued": record.enqueued,
             _CREATED_AT: self._clock(),
         }
-        try:
-            self._client.create_entity(entity)
-            return True
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise StorageError(f"idempotency record not stored: {error}") from error
-        existing = self._read(tenant_id, key)
-        if existing is not None and not self._expired(existing):
-            return False
-        try:
-            if existing is None:  # purged in between
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
                 self._client.create_entity(entity)
-            else:
+                return True
+            except ResourceExistsError:
+                pass
+            except AzureError as error:
+                raise StorageError(f"idempotency record not stored: {error}") from error
+            existing = self._read(tenant_id, key)
+            if existing is None:
+                continue  # purged since the create failed: create again
+            if not self._expired(existing):
+                return False
+            try:
                 self._client.update_entity(
                     entity,
                     mode=UpdateMode.REPLACE,
                     etag=existing.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-            return False  # another instance took the key first
-        except AzureError as error:
-            raise StorageError(f"idempotency record not stored: {error}") from error
-        return True
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                # Replaced or purged by someone else since the read: decide
+                # again.
+                continue
+            except AzureError as error:
+                raise StorageError(f"idempotency record not stored: {error}") from error
+        raise StorageError(
+            f"idempotency record of tenant {tenant_id} kept changing under "
+            f"{_CREATE_ATTEMPTS} attempts"
+        )
 
     def mark_enqueued(self, tenant_id: str, key: str) -> None:
         entity = {"PartitionKey": tenant_id, "RowKey": _row_key(key), "enqueued": True}
@@ -136,7 +144,8 @@ class IdempotencyTable:
         deleted = 0
         try:
             for entity in self._client.query_entities(
-                f"{_CREATED_AT} lt @cutoff",
+                # "le": expired is created + retention <= now, as in _expired.
+                f"{_CREATED_AT} le @cutoff",
                 parameters={"cutoff": cutoff},
                 select=["PartitionKey", "RowKey"],
             ):

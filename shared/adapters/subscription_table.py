@@ -466,6 +466,9 @@ def _subscription_entity(subscription: Subscription) -> dict[str, Any]:
     }
     if subscription.shard is not None:
         entity["shard"] = subscription.shard
+    if subscription.poll_problem is not None:
+        entity["pollProblem"] = subscription.poll_problem.detail
+        entity["pollProblemAt"] = subscription.poll_problem.noted_at
     return entity
 
 

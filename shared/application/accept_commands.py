@@ -24,6 +24,7 @@ from typing import Any
 
 from shared.adapters.command_queue import CommandQueue
 from shared.adapters.idempotency_table import IdempotencyRecord, IdempotencyTable
+from shared.adapters.storage_errors import StorageError
 from shared.adapters.subscription_table import SubscriptionTable
 from shared.domain.commands import Change, SubscriptionCommand
 from shared.domain.versions import VersionClock
@@ -112,8 +113,13 @@ class CommandAcceptor:
                 # Another instance took the same key a moment ago: its
                 # command is the one this call stands for.
                 replay = self._replay(request, key)
-                if replay is not None:
-                    return replay
+                if replay is None:
+                    # It expired or was purged in this very moment: answer
+                    # 503 rather than enqueue a command no record stands for.
+                    raise StorageError(
+                        "idempotency record vanished while it was being read"
+                    )
+                return replay
         self._queue.send_command(command)
         if key is not None:
             self._idempotency.mark_enqueued(request.tenant_id, key)

@@ -173,7 +173,7 @@ class CommandApplier:
             shard = _move_between_shards(
                 change.user_id, current, outcome.new_state, allocator
             )
-            new = evolve(outcome, shard)
+            new = evolve(outcome, shard, current)
             write.subscriptions.append((new, stored.etag if stored else None))
             write.events.append(outcome)
         write.shards = allocator.changed_shards

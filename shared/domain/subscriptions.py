@@ -98,8 +98,21 @@ def decide(
     )
 
 
-def evolve(event: SubscriptionEvent, shard: int | None) -> Subscription:
-    """The state after an event; ``shard`` is where an active agent is polled."""
+def evolve(
+    event: SubscriptionEvent, shard: int | None, current: Subscription | None = None
+) -> Subscription:
+    """The state after an event; ``shard`` is where an active agent is polled.
+
+    A note that Graph refused the agent stays while the agent stays active
+    in the same shard: that shard's poller still has it set aside, and only
+    Graph answering for it again clears the note."""
+    new_shard = shard if event.new_state is SubscriptionState.ACTIVE else None
+    still_set_aside = (
+        current is not None
+        and current.state is SubscriptionState.ACTIVE
+        and new_shard is not None
+        and current.shard == new_shard
+    )
     return Subscription(
         tenant_id=event.tenant_id,
         user_id=event.user_id,
@@ -107,5 +120,6 @@ def evolve(event: SubscriptionEvent, shard: int | None) -> Subscription:
         version=event.version,
         updated_at=event.occurred_at,
         command_id=event.command_id,
-        shard=shard if event.new_state is SubscriptionState.ACTIVE else None,
+        shard=new_shard,
+        poll_problem=current.poll_problem if current and still_set_aside else None,
     )

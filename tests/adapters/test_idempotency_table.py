@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,7 +79,9 @@ def test_of_two_reusing_an_expired_key_at_once_only_one_wins(
     # Both read the expired record before either replaces it.
     stale = table._read(tenant, "key")
     assert table.create(tenant, "key", record("winner"))
-    table._read = lambda *_: stale  # type: ignore[method-assign]
+    read, reads = table._read, iter([stale])
+    # The loser's first read is the stale one; later reads are real.
+    table._read = lambda *args: next(reads, None) or read(*args)  # type: ignore[method-assign]
 
     assert not table.create(tenant, "key", record("loser"))
     del table._read
@@ -134,3 +137,62 @@ def test_a_bad_retention_setting_is_named(
 
     with pytest.raises(settings_module.SettingsError, match="IDEMPOTENCY_RETENTION"):
         settings_module.Settings.from_environ()
+
+
+def test_a_purge_between_the_read_and_the_replace_makes_create_try_again(
+    table: IdempotencyTable, clock: Clock
+) -> None:
+    tenant = str(uuid.uuid4())
+    table.create(tenant, "key", record("old"))
+    clock.now += RETENTION
+    read = table._read
+
+    def read_then_purged(tenant_id: str, key: str) -> object:
+        entity = read(tenant_id, key)
+        table.purge_expired()  # the daily timer, at this very moment
+        return entity
+
+    table._read = read_then_purged  # type: ignore[method-assign]
+
+    assert table.create(tenant, "key", record("new"))
+    del table._read
+    stored = table.get(tenant, "key")
+    assert stored is not None and stored.fingerprint == "new"
+
+
+class _ReusedBeforeDelete:
+    """The table client, except that just before its first delete the key is
+    used again by another instance (its expired record replaced)."""
+
+    def __init__(self, client: object, reuse: Callable[[], object]) -> None:
+        self._client = client
+        self._reuse: Callable[[], object] | None = reuse
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def delete_entity(self, *args: object, **kwargs: object) -> None:
+        if self._reuse is not None:
+            reuse, self._reuse = self._reuse, None
+            reuse()
+        self._client.delete_entity(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_a_key_reused_while_the_purge_runs_survives_it(
+    table: IdempotencyTable, clock: Clock
+) -> None:
+    tenant = str(uuid.uuid4())
+    table.create(tenant, "key", record("old"))
+    clock.now += RETENTION
+    purger = IdempotencyTable(
+        _ReusedBeforeDelete(  # type: ignore[arg-type]
+            table._client, lambda: table.create(tenant, "key", record("new"))
+        ),
+        retention=RETENTION,
+        clock=clock,
+    )
+
+    assert purger.purge_expired() == 0
+
+    stored = table.get(tenant, "key")
+    assert stored is not None and stored.fingerprint == "new"

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.data.tables import TableEntity
 from azure.storage.queue import QueueClient
 
 from shared import settings as settings_module
 from shared.adapters import storage_clients
 from shared.adapters.graph_presence import GraphPresenceClient, RetryPolicy
 from shared.adapters.shard_leases import LeaseState
+from shared.adapters.subscription_table import SubscriptionTable
 from shared.application.poll_shard import (
     NOT_FOUND_RECHECK,
     PollOutcome,
@@ -25,6 +27,7 @@ from shared.application.poll_shard import (
 )
 from shared.domain.commands import Action, Change, SubscriptionCommand
 from shared.domain.polling import PollRequest
+from shared.domain.subscriptions import SubscriptionState
 from shared.domain.versions import VersionClock
 from shared.services import Services, get_services, reset_services
 from simulators.eventgrid_sink import EventGridSink
@@ -489,30 +492,71 @@ def test_a_set_aside_user_graph_answers_for_again_loses_its_note(
     assert gone in shard.presence
 
 
-def test_a_poll_note_is_not_put_on_a_subscription_changed_meanwhile(
-    pipeline: Services, graph_simulator: GraphSimulator
-) -> None:
-    tenant, users = tenant_with_agents(graph_simulator, pipeline, 2)
-    subscriptions = pipeline.subscriptions
-    pipeline.applier.apply(
+def deregister(services: Services, tenant: str, user: str) -> None:
+    services.applier.apply(
         SubscriptionCommand(
             str(uuid.uuid4()),
             tenant,
             VersionClock().mint()[0],
-            (Change(users[0], Action.DEREGISTER),),
+            (Change(user, Action.DEREGISTER),),
         )
     )
+
+
+class _DeregisteredAfterRead(SubscriptionTable):
+    """The real table, except that right after reading a row for a poll note
+    the agent is deregistered by another instance."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services.subscriptions._client)
+        self._services = services
+
+    def _poll_problem_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
+        row = super()._poll_problem_row(tenant_id, user_id)
+        deregister(self._services, tenant_id, user_id)
+        return row
+
+
+def test_a_poll_note_is_not_put_on_a_subscription_changed_meanwhile(
+    pipeline: Services, graph_simulator: GraphSimulator
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 3)
+    subscriptions = pipeline.subscriptions
+    deregister(pipeline, tenant, users[0])
 
     # A poll that read the shard before the deregister was applied.
     subscriptions.record_poll_problem(tenant, users[0], 0, "404 from Graph")
     # A note for the wrong shard is not written either.
     subscriptions.record_poll_problem(tenant, users[1], 7, "404 from Graph")
+    # The deregister lands between the note's read and its write.
+    _DeregisteredAfterRead(pipeline).record_poll_problem(
+        tenant, users[2], 0, "404 from Graph"
+    )
 
     for user in users:
-        assert "pollProblem" not in subscriptions._client.get_entity(
-            tenant, f"sub|{user}"
-        )
+        row = subscriptions._client.get_entity(tenant, f"sub|{user}")
+        assert "pollProblem" not in row
+    for user in (users[0], users[2]):
+        stored = subscriptions.get(tenant, user)
+        assert stored is not None and stored.state is SubscriptionState.REMOVED
     subscriptions.record_poll_problem(tenant, users[1], 0, "404 from Graph")
     stored = subscriptions.get(tenant, users[1])
     assert stored is not None and stored.poll_problem is not None
     assert stored.poll_problem.detail == "404 from Graph"
+
+
+def test_a_poll_note_stays_while_the_agent_stays_set_aside(
+    pipeline: Services, graph_simulator: GraphSimulator
+) -> None:
+    tenant, users = tenant_with_agents(graph_simulator, pipeline, 1)
+    subscriptions = pipeline.subscriptions
+    subscriptions.record_poll_problem(tenant, users[0], 0, "404 from Graph")
+
+    # Registering again changes nothing for the poller: the note stays.
+    register(pipeline, tenant, users)
+    stored = subscriptions.get(tenant, users[0])
+    assert stored is not None and stored.poll_problem is not None
+    # A deregister ends the subscription, and the note with it.
+    deregister(pipeline, tenant, users[0])
+    stored = subscriptions.get(tenant, users[0])
+    assert stored is not None and stored.poll_problem is None
