@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import azure.functions as func
 
 from functions.http_responses import api_errors, json_response
 from shared.api import problems, requests
+from shared.application.poll_shard import NOT_FOUND_RECHECK
 from shared.domain.subscriptions import SubscriptionState
 from shared.services import get_services
 
@@ -49,7 +51,7 @@ def presence_item(req: func.HttpRequest) -> func.HttpResponse:
             if problem is None
             else f"presence of user {user_id} cannot be read from Graph "
             f"(noted {problem.noted_at:%Y-%m-%dT%H:%M:%SZ}, asked again after "
-            f"24 hours): {problem.detail}"
+            f"{NOT_FOUND_RECHECK / timedelta(hours=1):g} hours): {problem.detail}"
         )
     return json_response(
         {

@@ -62,8 +62,6 @@ class Settings:
     storage: StorageSettings
     graph: GraphSettings
     event_grid: EventGridSettings
-    poll_schedule: str
-    outbox_sweep_schedule: str
     # How long an Idempotency-Key is remembered.
     idempotency_retention: timedelta = timedelta(
         hours=DEFAULT_IDEMPOTENCY_RETENTION_HOURS
@@ -114,9 +112,6 @@ class Settings:
             storage=storage,
             graph=graph,
             event_grid=event_grid,
-            poll_schedule=get("POLL_SCHEDULE") or DEFAULT_POLL_SCHEDULE,
-            outbox_sweep_schedule=get("OUTBOX_SWEEP_SCHEDULE")
-            or DEFAULT_OUTBOX_SWEEP_SCHEDULE,
             idempotency_retention=_hours(
                 "IDEMPOTENCY_RETENTION_HOURS",
                 get("IDEMPOTENCY_RETENTION_HOURS"),

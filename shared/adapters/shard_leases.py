@@ -94,26 +94,18 @@ class ShardLeases:
     def shard_count(self, tenant_id: str) -> int:
         """One past the highest shard number the tenant has (a point read of
         the tenant row, which the apply step writes with every new shard)."""
-        try:
-            entity = self._client.get_entity(
-                tenant_id, TENANT_ROW, select=[SHARD_COUNT]
-            )
-        except ResourceNotFoundError:
-            return 0  # the row comes with the tenant's first shard
-        except AzureError as error:
-            raise StorageError(
-                f"shard count of tenant {tenant_id} not read: {error}"
-            ) from error
-        return int(entity.get(SHARD_COUNT) or 0)
+        entity = self._get(tenant_id, TENANT_ROW, [SHARD_COUNT])
+        # No row: the tenant has no shard yet (the row comes with the first).
+        return int(entity.get(SHARD_COUNT) or 0) if entity is not None else 0
 
     def lease(self, tenant_id: str, number: int) -> ShardLease | None:
         """One shard's lease columns (a point read; members left out)."""
-        entity = self._get(tenant_id, number, _LEASE_COLUMNS)
+        entity = self._get(tenant_id, shard_key(number), _LEASE_COLUMNS)
         return None if entity is None else _lease_from(tenant_id, entity)
 
     def read(self, tenant_id: str, number: int) -> ShardLease | None:
         """One shard with its members."""
-        entity = self._get(tenant_id, number, None)
+        entity = self._get(tenant_id, shard_key(number), None)
         if entity is None:
             return None
         members = entity.get("members") or ""
@@ -126,16 +118,14 @@ class ShardLeases:
         )
 
     def _get(
-        self, tenant_id: str, number: int, columns: list[str] | None
+        self, tenant_id: str, row_key: str, columns: list[str] | None
     ) -> TableEntity | None:
         try:
-            return self._client.get_entity(tenant_id, shard_key(number), select=columns)
+            return self._client.get_entity(tenant_id, row_key, select=columns)
         except ResourceNotFoundError:
             return None
         except AzureError as error:
-            raise StorageError(
-                f"shard {tenant_id}/{number} not read: {error}"
-            ) from error
+            raise StorageError(f"{tenant_id}/{row_key} not read: {error}") from error
 
     def take_all(
         self,

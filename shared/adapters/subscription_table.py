@@ -272,13 +272,8 @@ class SubscriptionTable:
     # ---- queries --------------------------------------------------------
 
     def get(self, tenant_id: str, user_id: str) -> Subscription | None:
-        snapshot = ApplySnapshot()
-        for entity in self._run_queries(
-            [self._key_query(tenant_id, [sub_key(user_id)], None)]
-        ):
-            self._collect(entity, snapshot)
-        stored = snapshot.subscriptions.get(user_id)
-        return stored.subscription if stored else None
+        entity = self._read_row(tenant_id, user_id)
+        return None if entity is None else _subscription_from(entity)
 
     def list_page(
         self,
@@ -339,7 +334,7 @@ class SubscriptionTable:
         is still the active one in ``shard``. Guarded by the ETag read: a
         register or deregister applied meanwhile wins, and the note is not
         put on a row it no longer concerns. The next change clears it."""
-        entity = self._poll_problem_row(tenant_id, user_id)
+        entity = self._read_row(tenant_id, user_id)
         if entity is None or entity.get("shard") != shard:
             return
         if entity.get("state") != SubscriptionState.ACTIVE.value:
@@ -350,20 +345,23 @@ class SubscriptionTable:
 
     def clear_poll_problem(self, tenant_id: str, user_id: str) -> None:
         """Removes the note once Graph answers for the user again."""
-        entity = self._poll_problem_row(tenant_id, user_id)
+        entity = self._read_row(tenant_id, user_id)
         if entity is None or "pollProblem" not in entity:
             return
         del entity["pollProblem"]
         entity.pop("pollProblemAt", None)
         self._write_poll_problem(entity)
 
-    def _poll_problem_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
-        try:
-            row: TableEntity = self._client.get_entity(tenant_id, sub_key(user_id))
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            raise StorageError(f"table {self._name}: {error}") from error
+    def _read_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
+        """The subscription row by key (a point read), with its ETag."""
+
+        def read() -> TableEntity | None:
+            try:
+                return self._client.get_entity(tenant_id, sub_key(user_id))
+            except ResourceNotFoundError:
+                return None
+
+        row: TableEntity | None = self._guard(read)
         return row
 
     def _write_poll_problem(self, entity: TableEntity) -> None:

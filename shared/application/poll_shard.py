@@ -175,7 +175,8 @@ class ShardPoller:
         asked_set = set(asked)
         observed = [o for o in answered if o.user_id in asked_set]
         observed_at = self._clock()
-        missing = sorted(asked_set - {o.user_id for o in observed} - set(refused))
+        answered_ids = {o.user_id for o in observed}
+        missing = sorted(asked_set - answered_ids - set(refused))
         result.missing = len(missing)
         if missing:
             logger.warning(
@@ -189,7 +190,7 @@ class ShardPoller:
             )
         # Users Graph had refused and now answers for: their note goes first,
         # then the snapshot forgets them (a failure in between clears again).
-        recovered = {o.user_id for o in observed} & set(stored.not_found)
+        recovered = answered_ids & set(stored.not_found)
         for user_id in sorted(recovered):
             self._subscriptions.clear_poll_problem(tenant_id, user_id)
         stored = self._record(

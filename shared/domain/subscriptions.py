@@ -43,8 +43,8 @@ class Subscription:
     command_id: str
     # Poll shard holding an active agent; None for tombstones.
     shard: int | None = None
-    # Why Graph could not give this agent's presence, if it refused it; the
-    # subscription's next change clears it.
+    # Why Graph could not give this agent's presence, if it refused it; kept
+    # while the agent stays active in its shard (see evolve).
     poll_problem: PollProblem | None = None
 
 

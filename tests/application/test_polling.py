@@ -511,8 +511,8 @@ class _DeregisteredAfterRead(SubscriptionTable):
         super().__init__(services.subscriptions._client)
         self._services = services
 
-    def _poll_problem_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
-        row = super()._poll_problem_row(tenant_id, user_id)
+    def _read_row(self, tenant_id: str, user_id: str) -> TableEntity | None:
+        row = super()._read_row(tenant_id, user_id)
         deregister(self._services, tenant_id, user_id)
         return row
 
